@@ -1,0 +1,61 @@
+"""The ``qmarginal`` command line: it parses, reads and writes files, and calls the library.
+
+Subcommands live in small modules that each define ``add_commands(subparsers)``; every handler
+is ``handler(args) -> int`` (the exit status). Library errors (MarginalError) are printed as one
+clear line with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from .errors import MarginalError
+
+#: modules that contribute subcommands, imported when the parser is built (keep them light:
+#: heavy libraries are imported inside the handlers).
+COMMAND_MODULES = [
+    "qmarginal._cli_core",
+    "qmarginal.solvers._cli",
+    "qmarginal.learn._cli",
+    "qmarginal.evaluation._cli",
+]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qmarginal",
+        description="Reconstruct density matrices from quantum marginals.",
+    )
+    parser.add_argument("--version", action="version", version=f"qmarginal {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):  # that part is not installed
+                continue
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except MarginalError as exc:
+        print(f"qmarginal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"qmarginal {args.command}: error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from . import _write_all
+
+_write_all()

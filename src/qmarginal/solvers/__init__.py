@@ -1,0 +1,1 @@
+"""Reconstruction methods, one module each, called through :func:`qmarginal.reconstruct`."""
