@@ -25,6 +25,11 @@ __all__ = ["reconstruct", "Reconstruction", "Report", "SolverOutput", "METHODS",
 #: method name -> "module:function" (relative to the qmarginal package) of its solver.
 METHODS: dict[str, str] = {
     "mio": "qmarginal.solvers.mio:solve",
+    "exact": "qmarginal.solvers.exact:solve",
+    "sdp": "qmarginal.solvers.sdp:solve",
+    "maxent": "qmarginal.solvers.maxent:solve",
+    "cdae": "qmarginal.learn.pipeline:solve_cdae",
+    "cdae+mio": "qmarginal.learn.pipeline:solve_cdae_mio",
 }
 
 
