@@ -52,6 +52,10 @@ def _broadcast_batch(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         raise MarginalError(f"batch shapes {list(shapes)} do not broadcast together") from exc
 
 
+def torch_contiguous():
+    return B.torch_module().contiguous_format
+
+
 def impose(x, marginals, dims: int | Sequence[int] = 2):
     """Impose marginals on ``x`` with the MIO composition Q_{J_M} o ... o Q_{J_1}(x).
 
@@ -97,18 +101,18 @@ def impose(x, marginals, dims: int | Sequence[int] = 2):
         prepared.append((J, sigma))
     batch = _broadcast_batch([tuple(out.shape[:-2])] + [tuple(s.shape[:-2]) for _, s in prepared])
     if B.is_torch(out):
-        out = out.expand(batch + (D, D)).clone()
+        out = out.expand(batch + (D, D)).clone(memory_format=torch_contiguous())
     else:
-        out = np.array(np.broadcast_to(out, batch + (D, D)), copy=True)
+        out = np.array(np.broadcast_to(out, batch + (D, D)), copy=True, order="C")
     t = site_tensor(out, dims_t)
     for J, sigma in prepared:
         sigma = sigma.to(out.dtype) if B.is_torch(sigma) else sigma.astype(out.dtype, copy=False)
         traced = complement(J, n)
         if not traced:  # the whole system is given: Q_J(X) = sigma
             if B.is_torch(out):
-                out = sigma.expand(batch + (D, D)).clone()
+                out = sigma.expand(batch + (D, D)).clone(memory_format=torch_contiguous())
             else:
-                out = np.array(np.broadcast_to(sigma, batch + (D, D)), copy=True)
+                out = np.array(np.broadcast_to(sigma, batch + (D, D)), copy=True, order="C")
             t = site_tensor(out, dims_t)
             continue
         v, kept, nt = traced_diagonal(t, traced, n, writeable=True)

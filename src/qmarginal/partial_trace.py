@@ -67,6 +67,8 @@ def traced_diagonal(t, traced: Sequence[int], n_sites: int, *, writeable: bool =
     loops stay long. Writing to the view writes into ``t``.
     """
     nb = t.ndim - 2 * n_sites
+    if not (t.is_contiguous() if B.is_torch(t) else t.flags.c_contiguous):
+        raise ValueError("traced_diagonal needs a C-contiguous tensor")  # internal invariant
     traced_set = set(traced)
     kept = [s for s in range(n_sites) if s not in traced_set]
     dims = [t.shape[nb + s] for s in range(n_sites)]

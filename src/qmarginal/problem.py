@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -390,7 +391,7 @@ class MarginalProblem:
                     count = sum(1 for f in z.files if f.startswith("sites_"))
                     subsets = [tuple(int(v) for v in z[f"sites_{i}"]) for i in range(count)]
                     arrays = [z[f"sigma_{i}"] for i in range(count)]
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
                 if isinstance(exc, MarginalError):
                     raise
                 raise MarginalError(f"{path}: unreadable problem file ({exc})") from exc
