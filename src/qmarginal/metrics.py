@@ -44,7 +44,7 @@ def fidelity(rho, sigma):
 
     Example:
         >>> import numpy as np
-        >>> float(fidelity(np.diag([1.0, 0.0]), np.eye(2) / 2))
+        >>> round(float(fidelity(np.diag([1.0, 0.0]), np.eye(2) / 2)), 12)
         0.5
     """
     prod = psd_sqrt(rho) @ psd_sqrt(sigma)
