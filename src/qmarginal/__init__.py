@@ -3,6 +3,7 @@
 Sites are numbered 0..N-1 from the leftmost (most significant) tensor factor.
 """
 
+from .compatibility import Certificate, CompatibilityResult, check_compatibility
 from .errors import IncompatibleMarginalsError, MarginalError
 from .marginals import k_body_subsets, marginals
 from .metrics import (
@@ -16,6 +17,7 @@ from .metrics import (
 from .mio import impose
 from .partial_trace import embed, partial_trace
 from .problem import MarginalProblem, Tolerances
+from .reconstruct import Reconstruction, Report, reconstruct
 from .states import (
     bures_state,
     haar_ket,
@@ -51,4 +53,10 @@ __all__ = [
     "hilbert_schmidt_state",
     "bures_state",
     "rank_mixture_state",
+    "reconstruct",
+    "Reconstruction",
+    "Report",
+    "check_compatibility",
+    "CompatibilityResult",
+    "Certificate",
 ]

@@ -175,12 +175,82 @@ def measure(problem: MarginalProblem, state, *, method: str = "", iterations=0, 
     return rho, report
 
 
-def reconstruct(problem: MarginalProblem, method: str = "exact", **options) -> Reconstruction:
+#: methods meant to return a valid state: when one of them does not, reconstruct() checks the
+#: input's compatibility (the MIO and learned methods make no such promise).
+STATE_METHODS = {"exact", "sdp", "maxent"}
+
+#: marginal deviation above which a STATE_METHODS result triggers the compatibility check.
+CHECK_DEVIATION = 1e-6
+
+
+def _split_batch(problem: MarginalProblem):
+    """The elements of a (possibly batched) problem as a flat list, and the batch shape."""
+    batch = problem.batch_shape
+    if not batch:
+        return [problem], batch
+    flat = int(np.prod(batch))
+    table = {J: s.reshape((flat,) + tuple(s.shape[-2:])) for J, s in problem.marginals.items()}
+    return [MarginalProblem({J: a[i] for J, a in table.items()}, problem.dims,
+                            tolerances=problem.tolerances, validate=False)
+            for i in range(flat)], batch
+
+
+def _failed(report: Report):
+    """Per batch element: the solver did not report convergence and the result is not a valid
+    state with the marginals (to CHECK_DEVIATION). A converged result is trusted, so the
+    compatible path pays nothing."""
+    def arr(v):
+        return np.asarray(B.to_numpy(v) if B.is_torch(v) else v)
+
+    valid = arr(report.valid).astype(bool)
+    dev = arr(report.max_marginal_deviation).astype(float)
+    conv = arr(report.converged).astype(bool)
+    bad = ~valid | ~(dev <= CHECK_DEVIATION)
+    return np.ravel(np.broadcast_to(~conv, bad.shape) & bad)
+
+
+def _incompatible_error(problem, results, indices):
+    from .errors import IncompatibleMarginalsError
+
+    bad = [i for i, r in zip(indices, results) if not r.compatible]
+    first = results[[r.compatible for r in results].index(False)]
+    where = f" (batch elements {bad})" if problem.batch_shape else ""
+    cert = first.certificate
+    how = (f"certificate: lambda_min(W) = {cert.lambda_min:.6g} > sum_J tr(w_J sigma_J) = "
+           f"{cert.energy:.6g}" if cert is not None and cert.verified else
+           f"least-squares residual {first.residual_norm:.3g}, no certificate verified")
+    result = first if not problem.batch_shape else results
+    return IncompatibleMarginalsError(
+        f"no state has these marginals{where}: {how}; least-squares distance to the nearest "
+        f"compatible marginals {first.residual_norm:.3g} (pass least_squares=True to reconstruct "
+        f"a state with those)", result)
+
+
+def reconstruct(problem: MarginalProblem, method: str = "exact", *, least_squares: bool = False,
+                check: bool | None = None, **options) -> Reconstruction:
     """Find a global state with the marginals of ``problem`` by the named method.
+
+    Incompatible input. For the methods that promise a valid state (:data:`STATE_METHODS`:
+    "exact", "sdp", "maxent"), a result that the solver does not call converged and that is not
+    a valid state with the marginals (to :data:`CHECK_DEVIATION`) triggers
+    :func:`qmarginal.check_compatibility` (a solver that proves infeasibility, as the SDP does,
+    triggers it too); when it finds the
+    input incompatible, :class:`IncompatibleMarginalsError` is raised carrying the
+    :class:`~qmarginal.CompatibilityResult` (certificate, nearest marginals, a state with them).
+    The compatible path pays nothing for this. With ``least_squares=True`` the check runs first
+    and, for incompatible input, the method is applied to the nearest compatible marginals (in
+    least squares) instead; the report then measures the state against those marginals and says
+    so in ``info`` (``least_squares``, ``distance_to_targets``). Should the method fail on them
+    (they lie on the boundary of the compatible set), the least-squares state itself is returned.
 
     Args:
         problem: the marginals (possibly batched; numpy or torch, any device).
         method: one of :data:`METHODS` (``"exact"`` by default).
+        least_squares: reconstruct from the nearest compatible marginals when the input is
+            incompatible (for noisy, measured marginals; build those problems with
+            ``validate=False``).
+        check: run the compatibility check after solving: None (default) when a state-method's
+            result fails, True always, False never.
         **options: passed to the method's solver (see its documentation).
 
     Returns:
@@ -188,9 +258,9 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", **options) -> R
 
     Raises:
         MarginalError: unknown method or invalid options/input.
-        IncompatibleMarginalsError: when the method proves that no state has these marginals.
+        IncompatibleMarginalsError: no state has these marginals (and ``least_squares`` is off).
     """
-    from .errors import MarginalError
+    from .errors import IncompatibleMarginalsError, MarginalError
 
     if not isinstance(problem, MarginalProblem):
         raise MarginalError(f"problem must be a MarginalProblem, got {type(problem).__name__}")
@@ -199,9 +269,85 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", **options) -> R
     module, func = METHODS[method].split(":")
     solve = getattr(import_module(module), func)
     t0 = time.perf_counter()
-    out: SolverOutput = solve(problem, **options)
+    target = problem
+    extra_info: dict = {}
+    ls_results = None
+    if least_squares:
+        from .compatibility import check_compatibility
+
+        parts, batch = _split_batch(problem.to_numpy() if problem.is_torch else problem)
+        ls_results = [check_compatibility(p) for p in parts]
+        if not all(r.compatible for r in ls_results):
+            table = {J: np.stack([r.nearest_marginals[J] for r in ls_results]).reshape(
+                batch + tuple(s.shape[-2:])) for J, s in problem.marginals.items()}
+            if problem.is_torch:
+                like = next(iter(problem.marginals.values()))
+                table = {J: B.as_array(a, like=like).to(like.dtype) for J, a in table.items()}
+            target = problem.with_marginals(table, validate=False)
+            dist = [r.residual_norm for r in ls_results]
+            extra_info.update(least_squares=True,
+                              distance_to_targets=dist[0] if not batch else np.array(dist),
+                              input_status=[r.status for r in ls_results] if batch
+                              else ls_results[0].status)
+    try:
+        out: SolverOutput = solve(target, **options)
+    except IncompatibleMarginalsError as exc:
+        if target is not problem and ls_results is not None:
+            out = None  # the method failed on the nearest marginals: use the least-squares state
+        else:
+            if exc.result is not None:
+                raise
+            from .compatibility import check_compatibility
+
+            parts, _ = _split_batch(problem.to_numpy() if problem.is_torch else problem)
+            results = [check_compatibility(p) for p in parts]
+            if all(r.compatible for r in results):
+                raise
+            raise _incompatible_error(problem, results, range(len(parts))) from exc
+    if out is None:  # fall back to the least-squares states
+        st = np.stack([r.state for r in ls_results])
+        st = st.reshape(problem.batch_shape + st.shape[-2:]) if problem.batch_shape else st[0]
+        if problem.is_torch:
+            like = next(iter(problem.marginals.values()))
+            st = B.as_array(st, like=like).to(like.dtype)
+        out = SolverOutput(st, iterations=0, converged=False,
+                           info={"fallback": f"{method} failed on the nearest marginals; "
+                                             "returned the least-squares state"})
     wall = time.perf_counter() - t0
-    rho, report = measure(problem, out.state, method=method, iterations=out.iterations,
+    rho, report = measure(target, out.state, method=method, iterations=out.iterations,
                           converged=out.converged, wall_time=wall, tolerances=out.tolerances,
-                          info=out.info)
+                          info={**out.info, **extra_info})
+    if target is not problem and not np.all(np.asarray(B.to_numpy(report.valid) if B.is_torch(
+            report.valid) else report.valid)):
+        # the method failed on the (boundary) nearest marginals: use the least-squares states
+        st = np.stack([r.state for r in ls_results])
+        st = st.reshape(problem.batch_shape + st.shape[-2:]) if problem.batch_shape else st[0]
+        if problem.is_torch:
+            like = next(iter(problem.marginals.values()))
+            st = B.as_array(st, like=like).to(like.dtype)
+        rho, report = measure(target, st, method=method, iterations=out.iterations,
+                              converged=out.converged, wall_time=time.perf_counter() - t0,
+                              tolerances=out.tolerances,
+                              info={**out.info, **extra_info,
+                                    "fallback": f"{method} gave no valid state for the nearest "
+                                                "marginals; returned the least-squares state"})
+    run_check = (check is True) or (check is None and method in STATE_METHODS)
+    if run_check and ls_results is None:
+        failed = _failed(report) if check is None else np.ones(
+            int(np.prod(problem.batch_shape)) if problem.batch_shape else 1, dtype=bool)
+        if failed.any():
+            from .compatibility import check_compatibility
+
+            parts, _ = _split_batch(problem.to_numpy() if problem.is_torch else problem)
+            idx = [int(i) for i in np.flatnonzero(failed)]
+            results = [check_compatibility(parts[i]) for i in idx]
+            if not all(r.compatible for r in results):
+                raise _incompatible_error(problem, results, idx)
+            note = (f"input checked compatible ({results[0].method}, residual "
+                    f"{max(r.residual_norm for r in results):.2e})")
+            if _failed(report).any():
+                note += f"; the {method} result itself is not a valid state to tolerance"
+            report.info["compatibility"] = note
+    elif least_squares and ls_results is not None and "least_squares" not in extra_info:
+        report.info["compatibility"] = "input compatible (least_squares not needed)"
     return Reconstruction(rho, report)
