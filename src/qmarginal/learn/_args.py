@@ -7,7 +7,7 @@ import argparse
 
 SEED_STATES = ("hilbert_schmidt", "maximally_mixed")
 PRECISIONS = ("complex64", "complex128")
-OUTPUTS = ("direct", "hermitian", "psd")
+OUTPUTS = ("direct", "hermitian", "psd", "clip_psd")
 FREEZE_LEVELS = ("none", "encoder", "all-but-last")
 SCHEDULES = ("none", "cosine", "step", "exponential")
 
@@ -44,7 +44,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model (Appendix A)")
     g.add_argument("--model", default="cdae",
-                   help="registered model: cdae (paper, default), cdae_residual, cdae_psd")
+                   help="registered model: cdae (paper, default), cdae_residual, cdae_psd, cdae_clip")
     g.add_argument("-S", "--scale", type=int, default=10, help="scaling factor S (default 10)")
     g.add_argument("--width", type=int, default=None, help="channels (default 10 S)")
     g.add_argument("--depth", type=int, default=None, help="extra conv blocks per stage")

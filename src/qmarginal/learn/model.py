@@ -21,7 +21,12 @@ Options beyond the paper, all off in the ``"cdae"`` builder (the paper's model):
   has the right marginals and only needs its negative eigenvalues removed.
 * ``output``: ``"direct"`` (paper), ``"hermitian"`` (Z = (Y + Y^dagger)/2), or ``"psd"``
   (Z = A A^dagger / tr(A A^dagger) with A the network's output: PSD with trace 1 by
-  construction, so the PSD terms of the loss vanish and only the marginals are learned).
+  construction, so the PSD terms of the loss vanish and only the marginals are learned), or
+  ``"clip_psd"``: Z = A A^dagger / tr(A A^dagger) with A = sqrt(X_+) + f(X), where
+  X_+ = V max(L, 0) V^dagger is the input with its negative eigenvalues clipped. The last layer
+  starts at zero, so the untrained network outputs the nearest-PSD clipping of the MIO output
+  (a strong baseline, see the README) and training learns the correction that brings its
+  marginals back; the output is a state by construction.
 
 Builders are keyword-only and registered by name (torchvision style): ``get_model("cdae",
 scale=10)``; every built model remembers its name and arguments in ``model.arch`` so that its
@@ -92,7 +97,7 @@ class CDAE(nn.Module):
         dec.append(nn.Conv2d(c, 2, 3, stride=1, padding=0))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
-        if self.residual:
+        if self.residual or output == "clip_psd":
             nn.init.zeros_(self.decoder[-1].weight)
             nn.init.zeros_(self.decoder[-1].bias)
         self.arch: dict = {"name": "CDAE", "kwargs": {}}
@@ -102,29 +107,72 @@ class CDAE(nn.Module):
         """The last decoder layer (the one left trainable by ``freeze="all-but-last"``)."""
         return self.decoder[-1]
 
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        D = x.shape[-1]
+        h = x * D if self.normalize_input else x
+        return self.decoder(self.encoder(h))
+
+    @torch.no_grad()
+    def state(self, x: torch.Tensor) -> torch.Tensor:
+        """The complex128 output matrices Z for a batch of two-channel inputs.
+
+        For the PSD outputs the factor A is formed in the network's precision and Z = A A^dagger
+        / tr in double precision, so Z is PSD to ~1e-16 (a float32 product would leave
+        eigenvalues of order -1e-8 next to exact zeros and fail the paper's 1e-10 test).
+        """
+        if self.output not in ("psd", "clip_psd"):
+            from .encoding import from_channels
+
+            return from_channels(self(x)).to(torch.complex128)
+        D = x.shape[-1]
+        y = self._raw(x)
+        if self.normalize_input:
+            y = y / D
+        if self.output == "clip_psd":
+            y = y + _clipped_sqrt(x)
+        a = torch.complex(y[:, 0].double(), y[:, 1].double())
+        z = a @ a.mH
+        return z / z.diagonal(dim1=-2, dim2=-1).sum(-1).real[:, None, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         D = x.shape[-1]
         if x.ndim != 4 or x.shape[1] != 2 or x.shape[-2] != D or D < 8 or D & (D - 1):
             raise MarginalError(
                 f"CDAE input must be (batch, 2, D, D) with D = 2^N, N >= 3; got {tuple(x.shape)}")
-        h = x * D if self.normalize_input else x
-        y = self.decoder(self.encoder(h))
+        y = self._raw(x)
         if self.residual:
-            y = y + h
+            y = y + (x * D if self.normalize_input else x)
         if self.normalize_input:
             y = y / D
         if self.output == "hermitian":
             re, im = y[:, 0], y[:, 1]
             y = torch.stack((0.5 * (re + re.transpose(-1, -2)),
                              0.5 * (im - im.transpose(-1, -2))), dim=1)
-        elif self.output == "psd":
-            ar, ai = y[:, 0], y[:, 1]
-            art, ait = ar.transpose(-1, -2), ai.transpose(-1, -2)
-            re = ar @ art + ai @ ait
-            im = ai @ art - ar @ ait
-            tr = re.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)[:, None, None]
-            y = torch.stack((re / tr, im / tr), dim=1)
+        elif self.output in ("psd", "clip_psd"):
+            if self.output == "clip_psd":
+                y = y + _clipped_sqrt(x)
+            y = _gram_channels(y)
         return y
+
+
+def _gram_channels(y: torch.Tensor) -> torch.Tensor:
+    """Two-channel A -> two-channel A A^dagger / tr(A A^dagger)."""
+    ar, ai = y[:, 0], y[:, 1]
+    art, ait = ar.transpose(-1, -2), ai.transpose(-1, -2)
+    re = ar @ art + ai @ ait
+    im = ai @ art - ar @ ait
+    tr = re.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-12)[:, None, None]
+    return torch.stack((re / tr, im / tr), dim=1)
+
+
+def _clipped_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(X_+) as two channels, X = herm(x) of a two-channel batch; no gradient (an input)."""
+    with torch.no_grad():
+        m = torch.complex(x[:, 0].double(), x[:, 1].double())
+        m = 0.5 * (m + m.mH)
+        w, v = torch.linalg.eigh(m)
+        s = (v * w.clamp_min(0).sqrt().to(v.dtype)[..., None, :]) @ v.mH
+        return torch.stack((s.real, s.imag), dim=1).to(x.dtype)
 
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -185,6 +233,15 @@ def cdae_residual(*, scale: int = 10, **kwargs) -> CDAE:
 def cdae_psd(*, scale: int = 10, **kwargs) -> CDAE:
     """CDAE whose output is PSD with trace 1 by construction: Z = A A^dagger / tr(A A^dagger)."""
     opts = {"output": "psd", "normalize_input": True}
+    opts.update(kwargs)
+    return CDAE(scale=scale, **opts)
+
+
+@register_model("cdae_clip")
+def cdae_clip(*, scale: int = 10, **kwargs) -> CDAE:
+    """CDAE correcting the square root of the clipped MIO output: Z = A A^dagger / tr, with
+    A = sqrt(X_+) + f(X) and f zero at initialisation (a state by construction)."""
+    opts = {"output": "clip_psd"}
     opts.update(kwargs)
     return CDAE(scale=scale, **opts)
 

@@ -17,7 +17,8 @@ from ..errors import MarginalError
 from ..mio import impose
 from ..problem import MarginalProblem
 from ..reconstruct import SolverOutput
-from .encoding import from_channels, to_channels
+from .encoding import to_channels
+from .train import predict_states
 
 __all__ = ["solve_cdae", "solve_cdae_mio", "resolve_model"]
 
@@ -42,10 +43,11 @@ def resolve_model(problem: MarginalProblem, model=None, models_dir=None):
         raise MarginalError(f"model {path} was trained for N = {card.get('n_qubits')}, "
                             f"the problem has N = {n}")
     return net, {"model": str(path), "trained_on": f"N{card.get('n_qubits')}k{card.get('k')}",
-                 "samples_seen": card.get("samples_seen")}
+                 "samples_seen": card.get("samples_seen"),
+                 "trained_seed_state": (card.get("data") or {}).get("seed_state")}
 
 
-def _run(problem: MarginalProblem, *, model=None, seed_state="hilbert_schmidt", seed=None,
+def _run(problem: MarginalProblem, *, model=None, seed_state=None, seed=None,
          device=None, batch_size: int = 1000, models_dir=None, mio_after: bool = False):
     from ..solvers.mio import seed_matrix
 
@@ -54,6 +56,9 @@ def _run(problem: MarginalProblem, *, model=None, seed_state="hilbert_schmidt", 
     if any(d != 2 for d in problem.dims) or problem.n_sites < 3:
         raise MarginalError(f"the CDAE works on N >= 3 qubits; the problem has dims {problem.dims}")
     net, info = resolve_model(problem, model, models_dir)
+    if seed_state is None:  # the seed the model was trained with (the paper's by default)
+        seed_state = info.pop("trained_seed_state", None) or "hilbert_schmidt"
+    info.pop("trained_seed_state", None)
     was_numpy = not problem.is_torch
     if device is None:
         device = next(iter(problem.marginals.values())).device if problem.is_torch else "cpu"
@@ -71,8 +76,7 @@ def _run(problem: MarginalProblem, *, model=None, seed_state="hilbert_schmidt", 
     outs = []
     with torch.no_grad():
         for lo in range(0, flat.shape[0], batch_size):
-            z = net(to_channels(flat[lo:lo + batch_size], torch.float32))
-            outs.append(from_channels(z).to(torch.complex128))
+            outs.append(predict_states(net, to_channels(flat[lo:lo + batch_size], torch.float32)))
     net.train(was_training)
     net.to(net_dev)
     Z = torch.cat(outs).reshape(batch + (D, D))
@@ -85,7 +89,7 @@ def _run(problem: MarginalProblem, *, model=None, seed_state="hilbert_schmidt", 
     return SolverOutput(state, iterations=2 if mio_after else 1, converged=True, info=info)
 
 
-def solve_cdae(problem: MarginalProblem, *, model=None, seed_state="hilbert_schmidt", seed=None,
+def solve_cdae(problem: MarginalProblem, *, model=None, seed_state=None, seed=None,
                device=None, batch_size: int = 1000, models_dir=None) -> SolverOutput:
     """MIO, then the CDAE; the output hermitised and trace-normalised.
 
@@ -94,7 +98,8 @@ def solve_cdae(problem: MarginalProblem, *, model=None, seed_state="hilbert_schm
         model: None (the shipped model for the problem's N and k, see
             :func:`~qmarginal.learn.weights.find_model`), a path to weights with their card, or a
             torch module taking ``(B, 2, D, D)`` images.
-        seed_state: MIO seed, "hilbert_schmidt" (paper), "maximally_mixed", or a matrix.
+        seed_state: MIO seed, "hilbert_schmidt" (paper), "maximally_mixed", or a matrix; None
+            (default) uses the seed the model was trained with (its card), else the paper's.
         seed: random seed of the Hilbert-Schmidt seed state.
         device: where to compute (default: the problem's device, CPU for numpy).
         batch_size: network batch size.
@@ -108,7 +113,7 @@ def solve_cdae(problem: MarginalProblem, *, model=None, seed_state="hilbert_schm
                 batch_size=batch_size, models_dir=models_dir)
 
 
-def solve_cdae_mio(problem: MarginalProblem, *, model=None, seed_state="hilbert_schmidt",
+def solve_cdae_mio(problem: MarginalProblem, *, model=None, seed_state=None,
                    seed=None, device=None, batch_size: int = 1000, models_dir=None) -> SolverOutput:
     """MIO, the CDAE, then the MIO again with the CDAE's output as its seed (Fig. 4).
 

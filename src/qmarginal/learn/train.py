@@ -92,6 +92,14 @@ def _scheduler(opt, args):
     return main
 
 
+def predict_states(model, x):
+    """complex128 output matrices of ``model`` (a CDAE, possibly DDP-wrapped, or any module)."""
+    net = getattr(model, "module", model)
+    if hasattr(net, "state"):
+        return net.state(x)
+    return from_channels(model(x)).to(torch.complex128)
+
+
 @torch.no_grad()
 def evaluate(model, val: dict, settings: DataSettings, batch_size: int = 1000) -> dict:
     """Validation metrics of ``model`` on a held-out set from :func:`validation_set`.
@@ -111,7 +119,7 @@ def evaluate(model, val: dict, settings: DataSettings, batch_size: int = 1000) -
     for lo in range(0, val["x"].shape[0], batch_size):
         x = val["x"][lo:lo + batch_size].to(dev)
         sig = val["sigma"][lo:lo + batch_size].to(dev)
-        Z = from_channels(model(x)).to(torch.complex128)
+        Z = predict_states(model, x)
         H = 0.5 * (Z + Z.mH)
         tr = H.diagonal(dim1=-2, dim2=-1).sum(-1).real
         ok_tr = tr > 1e-8

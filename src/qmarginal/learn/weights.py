@@ -139,8 +139,8 @@ def find_model(n_qubits: int, k: int, directory=None, *, loss: str | None = None
     """The card (``.json``) of the best-suited model for N-qubit problems with k-body marginals.
 
     Preference: trained for exactly (N, k); else trained for N with the largest k (the paper uses
-    its k = N - 1 models for smaller k too); then ``loss`` (e.g. "model1") if given; then the most
-    training samples.
+    its k = N - 1 models for smaller k too); then ``loss`` (e.g. "model1") if given; then a card
+    marked ``"default": true`` (the shipped model of choice); then the most training samples.
 
     Raises:
         MarginalError: no model for N qubits in the directory; the message says how to train one.
@@ -156,7 +156,7 @@ def find_model(n_qubits: int, k: int, directory=None, *, loss: str | None = None
             continue
         ck = card.get("k") or 0
         found.append(((ck == k, ck if ck >= k else -ck, loss is None or card.get("loss", {}).get("kind") == loss,
-                       card.get("samples_seen", 0)), js))
+                       bool(card.get("default", False)), card.get("samples_seen", 0)), js))
     if not found:
         raise MarginalError(
             f"no trained CDAE for N = {n_qubits} qubits (k = {k}) in {directory}. Train one with "
