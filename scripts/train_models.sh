@@ -23,3 +23,10 @@ run n4k3_clip -N 4 -k 3 "${common[@]}" --epochs 10 --samples-per-epoch 10000 --s
     --init-from "$RUNS/n3k2_clip/model.safetensors" --freeze none
 run n5k4_clip -N 5 -k 4 "${common[@]}" --epochs 6 --samples-per-epoch 5000 --seed 2 \
     --init-from "$RUNS/n4k3_clip/model.safetensors" --freeze none --val-per-rank 20
+
+# The paper's own configuration for Fig. 2 (model1 vs model2: same data, same initial weights;
+# the paper trains S = 10 for 10^8 samples, we train S = 4 for 1.5 10^5 on one CPU thread).
+paper=(--model cdae -S 4 --seed-state hilbert_schmidt --lr 1e-4 --threads 1 --no-progress
+       --epochs 15 --samples-per-epoch 10000 --seed 0)
+run n3k2_paper_model1 -N 3 -k 2 "${paper[@]}" --loss model1
+run n3k2_paper_model2 -N 3 -k 2 "${paper[@]}" --loss model2
