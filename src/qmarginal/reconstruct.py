@@ -26,6 +26,7 @@ __all__ = ["reconstruct", "Reconstruction", "Report", "SolverOutput", "METHODS",
 METHODS: dict[str, str] = {
     "mio": "qmarginal.solvers.mio:solve",
     "exact": "qmarginal.solvers.exact:solve",
+    "auto": "qmarginal.solvers.auto:solve",
     "sdp": "qmarginal.solvers.sdp:solve",
     "maxent": "qmarginal.solvers.maxent:solve",
     "cdae": "qmarginal.learn.pipeline:solve_cdae",
