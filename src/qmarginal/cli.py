@@ -34,13 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # that part is not installed
-                continue
-            raise
-        module.add_commands(sub)
+        import_module(name).add_commands(sub)
     return parser
 
 
