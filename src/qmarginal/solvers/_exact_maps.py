@@ -1,14 +1,15 @@
 """Index-cached marginal maps for the inner loops of the exact solver (torch only).
 
 The solver applies the same partial traces, embeddings and MIO projection thousands of times to
-matrices of one shape. :class:`MarginalMaps` builds, once per problem structure, the flat
-indices of the entries that each partial trace sums (taken from the core's strided view
-:func:`qmarginal.partial_trace.traced_diagonal` applied to ``arange``, so the site convention is
-the core's), and then evaluates
+matrices of one shape. :class:`MarginalMaps` builds, once per problem structure (cached), the
+flat indices of the entries that each partial trace sums (site offsets in the core's
+convention: site 0 most significant, kept sites in increasing order), and then evaluates
 
     tr_{J^c} X            = gather + sum          (all subsets of one size in one call)
     sum_J Delta_J (x) 1   = one scatter-add       (the adjoint of the partial traces)
-    Q_J (the MIO step)    = gather + sum + scatter-add, composed over J (== ``impose``)
+    Q_J (the MIO step)    = gather + sum + scatter-add, composed over J (== ``impose``),
+                            or, when cheaper, the same projection in its Moebius form (one
+                            gather and one scatter per subset size; see ``_mobius_groups``)
 
 with a handful of torch calls per group of equally sized subsets. Results agree with
 ``partial_trace`` / ``embed`` / ``impose`` to rounding (tested in tests/test_exact.py).
@@ -16,14 +17,120 @@ with a handful of torch calls per group of equally sized subsets. Results agree 
 
 from __future__ import annotations
 
+import functools
 import math
 
-from ..partial_trace import site_tensor, traced_diagonal
+import numpy as np
+
 from .._sites import complement, subset_dim
+
+
+#: entries touched by one sequential composition below which the per-call overhead dominates
+SMALL_ENTRIES = 1 << 15
+
+
+class _Structure:
+    """The index tensors of one (dims, subsets, device): built once, shared by every problem
+    with that structure (see :func:`structure`)."""
+
+    def __init__(self, dims, subsets, torch, device):
+        self.torch = torch
+        self.dims = tuple(dims)
+        self.D = D = math.prod(self.dims)
+        self.device = device
+        n = len(self.dims)
+        self.items = []  # per subset: (J, idx (dJ*dJ, dc), dc)
+        for J in subsets:
+            idx = self.trace_index(J)
+            self.items.append((J, idx, idx.shape[-1]))
+        groups: dict = {}
+        for pos, (J, idx, dc) in enumerate(self.items):
+            groups.setdefault(idx.shape, []).append(pos)
+        #: positions (in ``subsets``) of the members of each group of equally sized subsets
+        self.group_positions = list(groups.values())
+        # equally sized subsets stacked: idx (M, dJ*dJ, dc)
+        self.group_idx = [torch.stack([self.items[i][1] for i in g]) for g in groups.values()]
+        self.group_subsets = [[self.items[i][0] for i in g] for g in groups.values()]
+        self.mobius = self._mobius_groups(n, subsets)
+
+    def trace_index(self, S):
+        """Flat indices idx (d_S^2, d_{S^c}) of a D x D matrix with
+        tr_{S^c}[X]_{a,b} = sum_c X.flat[idx[a d_S + b, c]] (kept sites in increasing order,
+        the convention of :func:`qmarginal.partial_trace.partial_trace`)."""
+        n = len(self.dims)
+        strides = [math.prod(self.dims[s + 1:]) for s in range(n)]
+
+        def offsets(sites):
+            out = np.zeros(1, dtype=np.int64)
+            for s in sites:
+                out = (out[:, None] + np.arange(self.dims[s]) * strides[s]).reshape(-1)
+            return out
+
+        kept, traced = offsets(S), offsets(complement(S, n))
+        idx = ((kept[:, None, None] + traced) * self.D + kept[None, :, None] + traced)
+        return self.torch.as_tensor(idx.reshape(len(kept) ** 2, len(traced)), device=self.device)
+
+    def _mobius_groups(self, n: int, subsets):
+        """The Moebius form of the projection onto span{A_J (x) 1}, or None where it would not
+        save time: when it would touch more than twice the entries of the sequential
+        composition, when that touches more than SMALL_ENTRIES entries (then the data, not the
+        number of calls, sets the time), or when it needs more than half as many groups of
+        equally shaped subsets as there are subsets.
+
+        The subspaces V_J = {A_J (x) 1_{J^c}} have commuting projections Pi_J with
+        Pi_J Pi_K = Pi_{J cap K}, so the projection onto their sum is
+
+            P = sum_{S in L} c_S Pi_S,    c_S = 1 - sum_{T in L, T > S} c_T,
+
+        L the family closed under intersection (an operator basis element supported on U
+        lies in exactly the V_S with S >= U, and sum_{S >= U} c_S = 1). P_T = 1 - P then
+        costs one gather and one scatter per size of S instead of a few calls per subset.
+        """
+        D = self.D
+        sequential = sum(D * subset_dim(J, self.dims) for J in subsets)
+        if sequential > SMALL_ENTRIES:
+            return None  # large: the data, not the number of calls, sets the time
+        # the closure under intersection, subsets as bit masks
+        family = {sum(1 << i for i in J) for J in subsets}
+        frontier = set(family)
+        while frontier:
+            frontier = {a & b for a in frontier for b in family} - family
+            family |= frontier
+        sets = {m: tuple(i for i in range(n) if m >> i & 1) for m in family}
+        cost = sum(D * subset_dim(S, self.dims) for S in sets.values())
+        if cost > 2 * sequential:
+            return None
+        coef: dict = {}
+        for m in sorted(family, key=lambda m: -bin(m).count("1")):
+            coef[m] = 1 - sum(c for T, c in coef.items() if T & m == m)
+        coef = {sets[m]: c for m, c in coef.items()}
+        groups: dict = {}
+        for S, c in coef.items():
+            if c == 0:
+                continue
+            idx = self.trace_index(S)
+            groups.setdefault(idx.shape, []).append((idx, c / idx.shape[-1]))
+        if 2 * len(groups) > len(subsets):
+            return None  # few subsets share a shape: no fewer calls than the composition
+        torch = self.torch
+        return [(torch.stack([i for i, _ in g]),
+                 torch.tensor([c for _, c in g], dtype=torch.float64, device=self.device))
+                for g in groups.values()]
+
+
+@functools.lru_cache(maxsize=8)
+def structure(dims: tuple, subsets: tuple, device: str) -> _Structure:
+    """The cached :class:`_Structure` of (dims, subsets) on ``device``."""
+    import torch
+
+    return _Structure(dims, subsets, torch, torch.device(device))
 
 
 class MarginalMaps:
     """Partial traces, their adjoint and the MIO projection for fixed dims and subsets.
+
+    The index tensors depend on the structure only and are cached (:func:`structure`); the
+    marginals are this object's own.
 
     Args:
         dims: local dimensions, one per site.
@@ -35,33 +142,23 @@ class MarginalMaps:
     def __init__(self, dims, subsets, sigmas, torch):
         self.torch = torch
         self.dims = tuple(dims)
-        self.D = math.prod(self.dims)
-        n = len(self.dims)
-        D = self.D
+        self.D = D = math.prod(self.dims)
         s0 = sigmas[0]
         self.device = s0.device
         self.B = s0.shape[0]
-        ar = torch.arange(D * D, device=self.device).reshape(D, D)
-        t = site_tensor(ar, self.dims)
-        self.items = []  # per subset: (J, idx (dJ*dJ, dc), sigma (B, dJ*dJ), dc)
-        for J, sig in zip(subsets, sigmas):
-            traced = complement(J, n)
-            dJ = subset_dim(J, self.dims)
-            dc = D // dJ
-            if traced:
-                v, _, _ = traced_diagonal(t, traced, n)
-                idx = v.reshape(dJ * dJ, dc).contiguous()
-            else:
-                idx = ar.reshape(D * D, 1)
-            self.items.append((J, idx, sig.reshape(self.B, dJ * dJ), dc))
-        groups: dict = {}
-        for J, idx, sig, dc in self.items:
-            groups.setdefault(idx.shape, []).append((idx, sig, J))
+        st = structure(self.dims, tuple(tuple(J) for J in subsets), str(self.device))
+        self.items = [(J, idx, sig.reshape(self.B, -1), dc)
+                      for (J, idx, dc), sig in zip(st.items, sigmas)]
         # equally sized subsets stacked: idx (M, dJ*dJ, dc), sigma (B, M, dJ*dJ)
-        self.groups = [(torch.stack([i for i, _, _ in g]), torch.stack([s for _, s, _ in g], 1))
-                       for g in groups.values()]
+        self.groups = [(idx, torch.stack([self.items[i][2] for i in pos], 1))
+                       for idx, pos in zip(st.group_idx, st.group_positions)]
         #: the subsets of each group, in the order of its stacked axis
-        self.group_subsets = [[J for _, _, J in g] for g in groups.values()]
+        self.group_subsets = st.group_subsets
+        self.mobius = st.mobius
+        self.offset = None
+        if self.mobius is not None:  # P_A(0), for project(x) = tangent(x) + P_A(0)
+            self.offset = self._compose(torch.zeros((self.B, D, D), dtype=s0.dtype,
+                                                    device=self.device), True)
 
     def select(self, keep) -> "MarginalMaps":
         """The same maps for the batch elements ``keep`` (index tensor)."""
@@ -70,6 +167,7 @@ class MarginalMaps:
         out.B = len(keep)
         out.items = [(J, idx, sig[keep], dc) for J, idx, sig, dc in self.items]
         out.groups = [(idx, sig[keep]) for idx, sig in self.groups]
+        out.offset = None if self.offset is None else self.offset[keep]
         return out
 
     # ------------------------------------------------------------------ all subsets at once
@@ -105,12 +203,27 @@ class MarginalMaps:
                            .reshape(Bn, -1))
         return out.reshape(x.shape)
 
+    def _mobius_tangent(self, x):
+        out = x.reshape(x.shape[0], -1)
+        flat = out
+        Bn = out.shape[0]
+        out = out.clone()
+        for idx, coef in self.mobius:
+            v = flat[:, idx].sum(-1) * coef[:, None].to(flat.dtype)  # c_S tr_{S^c} x / d_{S^c}
+            out.index_add_(1, idx.reshape(-1), -v[..., None].expand(v.shape + (idx.shape[-1],))
+                           .reshape(Bn, -1))
+        return out.reshape(x.shape)
+
     def project(self, x):
         """P_A(x): the MIO composition (same as ``impose(x, problem)``)."""
+        if self.mobius is not None:
+            return self._mobius_tangent(x) + self.offset
         return self._compose(x, True)
 
     def tangent(self, x):
         """P_T(x) = P_A(x) - P_A(0): the projection onto {X : every tr_{J^c} X = 0}."""
+        if self.mobius is not None:
+            return self._mobius_tangent(x)
         return self._compose(x, False)
 
     def deviation(self, x):

@@ -11,29 +11,43 @@ picked automatically per problem (``info["path"]`` says which ran):
        min_{X in A} f(X) = ||X_-||_F^2 / 2,     grad f = P_T(X_-),
 
    (X_- the negative part) by L-BFGS with a backtracking line search, one eigendecomposition per
-   function value. The gradient is 1-Lipschitz and the unit gradient step X - P_T(X_-) = P_A(X_+)
-   is the alternating projection, so L-BFGS is an accelerated alternating projection. It
-   converges fast when the compatible set has interior points (the usual full-rank case).
+   function value (on CPU of the negative eigenpairs only; in complex64 far from the solution).
+   The gradient is 1-Lipschitz and the unit gradient step X - P_T(X_-) = P_A(X_+) is the
+   alternating projection, so L-BFGS is an accelerated alternating projection. It converges
+   fast when the compatible set has interior points (the usual full-rank case). It stops when
+   lambda_min(X) >= -safety * eig_tol, or earlier when the PSD part X_+ (trace-normalised), a
+   state by construction, has marginal deviation <= safety * marginal_tol: X_+ is returned.
 3. ``"factored"`` (Burer-Monteiro): rho = V V^dagger with V of r columns, minimising
 
        min_V h(V) = sum_J ||tr_{J^c}(V V^dagger) - sigma_J||_F^2,
        grad h = 4 (sum_J Delta_J (x) 1_{J^c}) V,   Delta_J = tr_{J^c}(V V^dagger) - sigma_J,
 
-   by L-BFGS with an exact line search (h restricted to a line is a quartic polynomial). This is
-   the low-rank regime, where the compatible set shrinks to a point and projections crawl. The
-   rank r starts at the lower bound max_J ceil(rank(sigma_J) / d_{J^c}) and grows (new columns
-   along the most negative eigenvectors of sum_J Delta_J (x) 1, the steepest rank-one
-   directions) when h stops decreasing. The output V V^dagger / tr(V V^dagger) is PSD by
+   This is the low-rank regime, where the compatible set shrinks to a point and projections
+   crawl. While D r is small (``gauss_newton_max_size``, default 512) the steps are
+   Levenberg-Marquardt steps on the exact Gauss-Newton model of h (one dense 2Dr x 2Dr solve
+   each, :mod:`._gauss_newton`): h is a zero-residual least-squares problem, so they converge
+   quadratically, typically in 5-15 iterations. Beyond, L-BFGS with an exact line search (h
+   restricted to a line is a quartic polynomial). The rank r starts at the lower bound
+   max_J ceil(rank(sigma_J) / d_{J^c}) and grows (new columns along the most negative
+   eigenvectors of sum_J Delta_J (x) 1, the steepest rank-one directions) when h stops
+   decreasing at a non-zero value. The output V V^dagger / tr(V V^dagger) is PSD by
    construction; the iteration stops when its marginal deviation is below
    ``safety * marginal_tol``.
 
 Which path: if some marginal is rank-deficient, every compatible state vanishes on
 ker(sigma_J) (x) H_{J^c}, the MIO of 1/D is not a state, and the factored path runs directly.
 Otherwise the MIO is tried, then the convex path; when its linear rate predicts too many
-iterations (``convex_patience``), the solution set is taken to be a low-rank point and the
-factored path takes over, warm-started from the convex iterate's leading eigenvectors. Elements
-that the factored path cannot finish resume the convex path without a patience limit.
+iterations (checked from ``convex_patience`` iterations on: 6 where Levenberg-Marquardt would
+take over, else 40), the solution set is taken to be a low-rank point and the factored path
+takes over, warm-started from the convex iterate's leading eigenvectors. After such a handover
+Levenberg-Marquardt gets a short budget (40 iterations, two added columns): elements it cannot
+finish, like those the L-BFGS factored path cannot finish, resume the convex path without a
+patience limit (thin but full-dimensional compatible sets end there).
 ``info["path"]`` records the sequence, e.g. "convex+factored".
+
+The projection P_A is the MIO composition evaluated with cached index tensors
+(:mod:`._exact_maps`), in its Moebius form (one gather and one scatter per subset size) for
+small problems with many subsets, where the number of calls, not the data, sets the time.
 
 All internal arithmetic is torch complex128 on the problem's device (CPU for numpy input);
 numpy in gives numpy out.
@@ -53,10 +67,16 @@ from ..errors import MarginalError
 from ..problem import MarginalProblem
 from ..reconstruct import SolverOutput
 from ._exact_maps import MarginalMaps
+from ._gauss_newton import levenberg_marquardt, newton_fits
 
-__all__ = ["ExactSettings", "solve"]
+__all__ = ["ExactSettings", "clear_cache", "solve"]
 
 PATHS = ("auto", "convex", "factored")
+
+#: after a convex-to-factored handover, Levenberg-Marquardt gets this many iterations and may
+#: add this many columns before the element goes back to the convex path
+HANDOVER_NEWTON_ITERATIONS = 40
+HANDOVER_GROWTH = 3
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,9 @@ class ExactSettings:
             re-measurement in the report passes with room to spare.
         maxiter: iteration cap of the convex and of the factored phase (each).
         convex_patience: convex iterations before the solver may hand over to the factored path
-            when progress is slow (``path="auto"`` only).
+            when progress is slow (``path="auto"`` only). None: 6 when the factored path would
+            start with Levenberg-Marquardt steps (D * rank bound <= gauss_newton_max_size),
+            which finish a low-rank point in a few iterations, else 40.
         handover_maxiter: iteration cap of the factored path after such a handover; elements
             it does not finish go back to the convex path (``path="auto"`` only).
         rank: factored rank to start from (None: chosen automatically).
@@ -84,13 +106,16 @@ class ExactSettings:
             (None: no limit).
         seed: seed of the random block of the subspace iteration that starts the factored
             path on large problems.
+        gauss_newton_max_size: the factored path takes Levenberg-Marquardt steps (a dense
+            2 D r x 2 D r solve each, see :mod:`._gauss_newton`) while D * r <= this, and
+            L-BFGS beyond (0: always L-BFGS).
     """
 
     eig_tol: float = 1e-10
     marginal_tol: float = 1e-9
     safety: float = 0.1
     maxiter: int = 5000
-    convex_patience: int = 40
+    convex_patience: int | None = None
     handover_maxiter: int = 400
     rank: int | None = None
     max_rank: int | None = None
@@ -99,6 +124,7 @@ class ExactSettings:
     path: str = "auto"
     time_limit: float | None = None
     seed: int = 0
+    gauss_newton_max_size: int = 512
 
     def __post_init__(self):
         if self.path not in PATHS:
@@ -160,44 +186,58 @@ class _LBFGS:
     H g = gamma g + [S gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
           [S^T g; gamma Y^T g],
     with the m latest pairs (s_i, y_i) as rows of S, Y (viewed as real vectors), R_ij = s_i.y_j
-    (i <= j), D = diag(s_i.y_i). A handful of batched calls per direction, whatever m is.
+    (i <= j), D = diag(s_i.y_i). The pairs live in a ring buffer (a new pair overwrites the
+    oldest row in place) and S Y^T, Y Y^T are updated on push, so that only the small m x m
+    quantities are reordered: a push costs three and a direction four batched products.
     Pairs with s.y <= 0 for an element are replaced by (s, s) there (unit curvature).
     """
 
     def __init__(self, memory: int):
         self.memory = memory
-        self.S = None  # (B, m, n) real
+        self.S = None  # (B, m, n) real, ring buffer
         self.Y = None
+        self.sty = None  # (B, m, m): s_i . y_j, buffer order
+        self.yty = None
+        self.order: list = []  # buffer rows, oldest first
 
     @staticmethod
     def _real(x):
-        return (x if not x.is_complex() else
-                __import__("torch").view_as_real(x.contiguous())).reshape(x.shape[0], -1)
+        torch = __import__("torch")
+        return (torch.view_as_real(x.contiguous()) if x.is_complex() else x).reshape(
+            x.shape[0], -1)
 
     def push(self, s, y):
         torch = __import__("torch")
         s, y = self._real(s), self._real(y)
-        sy = (s * y).sum(-1)
+        sy = (s[:, None, :] @ y[:, :, None])[:, 0, 0]
         bad = ~(sy > 1e-300)
         if bool(bad.any()):
             y = torch.where(bad[:, None], s, y)
-        s, y = s[:, None], y[:, None]
         if self.S is None:
-            self.S, self.Y = s, y
-        else:
-            self.S = torch.cat([self.S, s], 1)[:, -self.memory:]
-            self.Y = torch.cat([self.Y, y], 1)[:, -self.memory:]
+            Bn, n, m = s.shape[0], s.shape[1], self.memory
+            self.S = s.new_zeros((Bn, m, n))
+            self.Y = s.new_zeros((Bn, m, n))
+            self.sty = s.new_zeros((Bn, m, m))
+            self.yty = s.new_zeros((Bn, m, m))
+        j = len(self.order) if len(self.order) < self.memory else self.order.pop(0)
+        self.order.append(j)
+        self.S[:, j] = s
+        self.Y[:, j] = y
+        self.sty[:, :, j] = (self.S @ y[:, :, None])[..., 0]  # s_i . y_new
+        self.sty[:, j, :] = (self.Y @ s[:, :, None])[..., 0]  # s_new . y_i
+        self.yty[:, :, j] = self.yty[:, j, :] = (self.Y @ y[:, :, None])[..., 0]
 
     def direction(self, g, default_scale=None):
         torch = __import__("torch")
         shape, cplx = g.shape, g.is_complex()
         gr = self._real(g)
-        if self.S is None:
+        if not self.order:
             d = gr if default_scale is None else gr * default_scale
         else:
+            o = torch.tensor(self.order, device=gr.device)
             S, Y = self.S, self.Y
-            sty = S @ Y.mT  # (B, m, m): s_i . y_j
-            yty = Y @ Y.mT
+            sty = self.sty[:, o][:, :, o]
+            yty = self.yty[:, o][:, :, o]
             dg = torch.diagonal(sty, dim1=-2, dim2=-1)
             ok = dg > 0
             eye = torch.eye(sty.shape[-1], dtype=sty.dtype, device=sty.device)
@@ -206,13 +246,17 @@ class _LBFGS:
             yy_last = yty[:, -1, -1]
             gamma = torch.where(yy_last > 0, dg[:, -1] / yy_last.clamp_min(1e-300),
                                 torch.ones_like(yy_last))
-            a = (S @ gr[..., None])[..., 0]
-            b = gamma[:, None] * (Y @ gr[..., None])[..., 0]
-            ria = torch.linalg.solve_triangular(R, a[..., None], upper=True)  # R^-1 a
+            a = (S @ gr[..., None])[:, o]  # (B, k, 1), chronological
+            b = gamma[:, None, None] * (Y @ gr[..., None])[:, o]
+            ria = torch.linalg.solve_triangular(R, a, upper=True)  # R^-1 a
             dmat = torch.diag_embed(dg * ok) + gamma[:, None, None] * yty
-            p = torch.linalg.solve_triangular(R.mT, (dmat @ ria) - b[..., None], upper=False)
-            q = -ria
-            d = gamma[:, None] * gr + (S.mT @ p)[..., 0] + gamma[:, None] * (Y.mT @ q)[..., 0]
+            p = torch.linalg.solve_triangular(R.mT, (dmat @ ria) - b, upper=False)
+            q = -gamma[:, None, None] * ria
+            # back to buffer rows (rows not yet filled get 0)
+            pb = gr.new_zeros((gr.shape[0], self.memory, 1))
+            qb = gr.new_zeros((gr.shape[0], self.memory, 1))
+            pb[:, o], qb[:, o] = p, q
+            d = gamma[:, None] * gr + (S.mT @ pb)[..., 0] + (Y.mT @ qb)[..., 0]
         d = -d
         if cplx:
             d = torch.view_as_complex(d.reshape(shape + (2,)))
@@ -220,27 +264,104 @@ class _LBFGS:
 
 
 # ----------------------------------------------------------------------------- convex path
-def _neg_part(torch, x):
-    w, u = _hermitian_eigh(torch, x)
+#: on CPU, from this dimension on and while at most half the spectrum is negative, the negative
+#: part comes from the negative eigenpairs alone (LAPACK ?heevr restricted to (-inf, 0], through
+#: scipy); below, or with more negative, one (batched) torch eigh is faster
+NEG_EVR_MIN_DIM = 64
+
+#: the convex path decomposes in complex64 while ||X_-||_F > SINGLE_REL ||X||_F: its rounding
+#: (~1e-7 ||X||) is then below ~1e-2 of the gradient. Whatever decides (the eigenvalue test, the
+#: X_+ exit) is evaluated in complex128.
+SINGLE_REL = 3e-5
+#: and only from this dimension on: below, the decompositions are cheap, and the extra iteration
+#: that a complex64 step landing coarsely on the solution can cost is not worth it
+SINGLE_MIN_DIM = 256
+
+
+def _neg_part(torch, x, single: bool = False, few: bool = False):
+    """lambda_min, f = ||X_-||_F^2 / 2, the negative part X_- of the Hermitian part of x
+    (B, D, D) and the largest number of negative eigenvalues in the batch; in complex64 when
+    ``single``. ``few`` (at most half the spectrum negative, as at the previous call) on CPU
+    with D >= NEG_EVR_MIN_DIM: only the negative eigenpairs are computed and X_- is built from
+    them (at D = 1024 with a quarter negative, about half the time of a full eigh and rebuild)."""
+    xh = 0.5 * (x + x.mH)
+    Bn, D = x.shape[0], x.shape[-1]
+    if few and x.device.type == "cpu" and D >= NEG_EVR_MIN_DIM:
+        import scipy.linalg as sla
+
+        xm = torch.zeros_like(xh)
+        wmin = torch.zeros(Bn, dtype=torch.float64)
+        f = torch.zeros(Bn, dtype=torch.float64)
+        nneg = 0
+        for b in range(Bn):
+            a = xh[b].numpy()
+            a = a.astype(np.complex64) if single else a
+            w, u = sla.eigh(a, driver="evr", subset_by_value=(-np.inf, 0.0), overwrite_a=True,
+                            check_finite=False)
+            nneg = max(nneg, w.size)
+            if w.size == 0:
+                continue  # PSD: lambda_min >= 0 (reported as 0), X_- = 0
+            w = torch.from_numpy(w.astype(np.float64))
+            u = torch.from_numpy(u).to(x.dtype)
+            wmin[b] = w[0]
+            f[b] = 0.5 * (w ** 2).sum()
+            xm[b] = (u * w.to(u.dtype)) @ u.mH
+        return wmin, f, xm, nneg
+    if single:
+        w, u = torch.linalg.eigh(xh.to(torch.complex64))
+        w, u = w.to(torch.float64), u.to(x.dtype)
+    else:
+        w, u = torch.linalg.eigh(xh)
     neg = w.clamp_max(0.0)
     xm = (u * neg.to(u.dtype)[..., None, :]) @ u.mH
-    return w, u, 0.5 * (neg ** 2).sum(-1), xm
+    return w[..., 0], 0.5 * (neg ** 2).sum(-1), xm, int((w < 0).sum(-1).max())
 
 
 def _convex(aff, x, st: ExactSettings, deadline, patience: int | None):
     """L-BFGS on f(X) = ||X_-||^2/2 over A, from x. Elements stop when lambda_min >= -safety *
-    eig_tol (done) or, with ``patience``, when the linear rate predicts too many iterations or
-    the line search fails (stalled). Returns (x, done, iters, eigenvalues, eigenvectors)."""
+    eig_tol (done), when the PSD part X_+ = X - X_-, trace-normalised, has marginal deviation
+    <= safety * marginal_tol (done, X_+ returned: it is PSD by construction, and near a boundary
+    solution its deviation O(||X_-||) reaches the tolerance well before lambda_min does), or,
+    with ``patience``, when the linear rate predicts too many iterations or the line search
+    fails (stalled). Returns (x, done, iters)."""
     torch = aff.torch
     Bn = x.shape[0]
     x = aff.project(x)
-    w, u, f, xm = _neg_part(torch, x)
+    wmin, f, xm, nneg = _neg_part(torch, x)  # a full eigh: counts the negative eigenvalues
+    single = False
+    xnorm = torch.linalg.matrix_norm(x)  # the scale for the complex64 switch (changes little)
     g = aff.tangent(xm)
-    done = w[..., 0] >= -st.safety * st.eig_tol
+    eig_stop = st.safety * st.eig_tol
+    dev_stop = st.safety * st.marginal_tol
+    done = wmin >= -eig_stop
     iters = torch.zeros(Bn, dtype=torch.long, device=x.device)
     mem = _LBFGS(st.memory)
     f_hist = [f.clone()]
     stalled = torch.zeros(Bn, dtype=torch.bool, device=x.device)
+    # the X_+ exit: its deviation is measured (one partial trace) only where predicted to pass,
+    # from the ratio deviation / ||X_-||_F of the last measurement (1e-2 before any)
+    plus = None
+    by_plus = torch.zeros(Bn, dtype=torch.bool, device=x.device)
+    ratio = torch.full((Bn,), 1e-2, dtype=torch.float64, device=x.device)
+
+    def try_plus():
+        nonlocal plus, by_plus, done, ratio
+        norm = (2 * f).sqrt()
+        cand = ~done & ~stalled & (ratio * norm <= dev_stop)
+        if single or not bool(cand.any()):
+            return
+        y = x - xm
+        y = 0.5 * (y + y.mH)
+        y = y / _bcast(B.trace(y).real, y).to(y.dtype)
+        dev = aff.deviation(y)
+        ratio = torch.where(cand, dev / norm.clamp_min(1e-300), ratio)
+        newly = cand & (dev <= dev_stop)
+        if bool(newly.any()):
+            plus = y if plus is None else torch.where(_bcast(newly, y), y, plus)
+            by_plus = by_plus | newly
+            done = done | newly
+
+    try_plus()
     k = 0
     while k < st.maxiter and not bool((done | stalled).all()):
         if deadline is not None and time.perf_counter() > deadline:
@@ -253,42 +374,61 @@ def _convex(aff, x, st: ExactSettings, deadline, patience: int | None):
         if bool(bad.any()):  # not a descent direction: fall back to the gradient
             d = torch.where(_bcast(bad, d), -g, d)
             gd = _dot(g, d)
+        single = x.shape[-1] >= SINGLE_MIN_DIM and bool(
+            ((2 * f).sqrt() > SINGLE_REL * xnorm)[active].all())
         t = torch.ones(Bn, dtype=torch.float64, device=x.device)
         todo = active.clone()
-        x_new, w_new, u_new, f_new, xm_new = x, w, u, f, xm
+        x_new, w_new, f_new, xm_new = x, wmin, f, xm
         for _ in range(30):
-            xt = aff.project(x + _bcast(t, d) * d)
-            wt, ut, ft, xmt = _neg_part(torch, xt)
+            # x is in A and d in T (a combination of gradients and steps, all in T), so
+            # x + t d is in A: no projection (rounding drift is shed every 20 iterations)
+            xt = x + _bcast(t, d).to(d.dtype) * d
+            wt, ft, xmt, nneg = _neg_part(torch, xt, single, 2 * nneg <= x.shape[-1])
             ok = todo & (ft <= f + 1e-4 * t * gd)
-            sel = _bcast(ok, x)
-            x_new = torch.where(sel, xt, x_new)
-            xm_new = torch.where(sel, xmt, xm_new)
-            u_new = torch.where(sel, ut, u_new)
-            w_new = torch.where(ok[:, None], wt, w_new)
-            f_new = torch.where(ok, ft, f_new)
+            if bool(ok.all()):  # the usual case: the unit step, all elements
+                x_new, xm_new, w_new, f_new = xt, xmt, wt, ft
+            else:
+                sel = _bcast(ok, x)
+                x_new = torch.where(sel, xt, x_new)
+                xm_new = torch.where(sel, xmt, xm_new)
+                w_new = torch.where(ok, wt, w_new)
+                f_new = torch.where(ok, ft, f_new)
             todo = todo & ~ok
             if not bool(todo.any()):
                 break
             t = torch.where(todo, 0.5 * t, t)
+        if single and bool(((w_new >= -eig_stop) |
+                            (ratio * (2 * f_new).sqrt() <= dev_stop))[active].any()):
+            # a complex64 value that would decide (lambda_min, the X_+ test): redo in complex128
+            w_new, f_new, xm_new, nneg = _neg_part(torch, x_new, False, 2 * nneg <= x.shape[-1])
+            single = False
         g_new = aff.tangent(xm_new)
         moved = active & ~todo
-        s = (x_new - x) * _bcast(moved, x)
-        yv = (g_new - g) * _bcast(moved, x)
-        mem.push(s, yv)
-        x, w, u, f, xm, g = x_new, w_new, u_new, f_new, xm_new, g_new
+        if bool(moved.all()):
+            mem.push(x_new - x, g_new - g)
+        else:
+            mem.push((x_new - x) * _bcast(moved, x), (g_new - g) * _bcast(moved, x))
+        x, wmin, f, xm, g = x_new, w_new, f_new, xm_new, g_new
+        if k % 20 == 0:
+            x = aff.project(x)
         iters += active.long()
-        done = done | (w[..., 0] >= -st.safety * st.eig_tol)
+        if not single:
+            done = done | (wmin >= -eig_stop)
         stalled = stalled | (todo & active)  # line search failed
+        try_plus()
         f_hist.append(f.clone())
         if patience is not None and k >= patience:
             # predicted iterations to reach the target at the current linear rate
             f_then = f_hist[-patience // 2 - 1] if len(f_hist) > patience // 2 else f_hist[0]
             rate = (f / f_then.clamp_min(1e-300)).clamp(1e-300, 1.0) ** (1.0 / (patience // 2))
-            target = 0.5 * (st.safety * st.eig_tol) ** 2
+            target = 0.5 * eig_stop ** 2
             need = torch.log(target / f.clamp_min(1e-300)) / torch.log(rate.clamp_max(1 - 1e-12))
             slow = (need > 4 * k) | (rate > 0.97)
             stalled = stalled | (slow & ~done)
-    return x, done, iters, w, u
+    x = aff.project(x)
+    if plus is not None:
+        x = torch.where(_bcast(by_plus, x), plus, x)
+    return x, done, iters
 
 
 # ----------------------------------------------------------------------------- factored path
@@ -502,6 +642,16 @@ def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
 
 
 # ----------------------------------------------------------------------------- entry point
+def clear_cache() -> None:
+    """Drop the cached index tensors of every problem structure (they are rebuilt on demand:
+    a few milliseconds for small problems). Benchmarks call this to charge each solve for them."""
+    from ._exact_maps import structure
+    from ._gauss_newton import factored_maps
+
+    structure.cache_clear()
+    factored_maps.cache_clear()
+
+
 def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None = None,
           **overrides) -> SolverOutput:
     """Find rho >= 0, tr rho = 1 with tr_{J^c} rho = sigma_J for all J (certified).
@@ -598,8 +748,11 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
     rank_guess = lb.clone()
     if bool(convex_set.any()):
         idx = convex_set.nonzero().flatten()
-        patience = st.convex_patience if st.path == "auto" else None
-        xc, dc, ic, wc, uc = _convex(aff.select(idx), x[idx], st, deadline, patience)
+        patience = None
+        if st.path == "auto":
+            small = newton_fits(len(subsets), D, int(lb[idx].min()), st.gauss_newton_max_size)
+            patience = st.convex_patience or (6 if small else 40)
+        xc, dc, ic = _convex(aff.select(idx), x[idx], st, deadline, patience)
         iters[idx] += ic
         rho[idx] = xc
         done[idx] = dc
@@ -619,8 +772,35 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
             handed = any(path[i] == "convex" for i in B.to_numpy(idx))
             cap = min(st.maxiter, st.handover_maxiter) if handed and st.path == "auto" \
                 else st.maxiter
-            rf, df, itf, rfin, log = _factored(aff.select(idx), v, st, deadline, max_rank, cap)
-            rank_log.extend(log)
+            sub = aff.select(idx)
+            rf = torch.zeros((len(idx), D, D), dtype=torch.complex128, device=device)
+            df = torch.zeros(len(idx), dtype=torch.bool, device=device)
+            itf = torch.zeros(len(idx), dtype=torch.long, device=device)
+            newton = newton_fits(len(subsets), D, int(r), st.gauss_newton_max_size)
+            # after a handover the compatible set may be thin but full-dimensional rather than
+            # a low-rank point: a short attempt, then back to the convex path
+            short = handed and st.path == "auto"
+            stop_rank = min(max_rank, int(r) + HANDOVER_GROWTH) if short else max_rank
+            gave_up = False
+            if newton:
+                v, df, itf, log = levenberg_marquardt(
+                    sub, v, tol=st.safety * st.marginal_tol,
+                    maxiter=min(cap, HANDOVER_NEWTON_ITERATIONS) if short else cap,
+                    max_rank=stop_rank, max_size=st.gauss_newton_max_size, deadline=deadline)
+                rank_log.extend(log)
+                y = v @ v.mH
+                rf = y / _bcast(B.trace(y).real, y).to(y.dtype)
+                gave_up = short and (v.shape[-1] >= stop_rank or int(itf.max()) >=
+                                     HANDOVER_NEWTON_ITERATIONS)
+            rfin = v.shape[-1]
+            if not bool(df.all()) and not gave_up:
+                # L-BFGS for what Levenberg-Marquardt left (or never took)
+                rest = (~df).nonzero().flatten()
+                rl, dl, itl, rfin, log = _factored(sub.select(rest), v[rest], st, deadline,
+                                                   max_rank, cap)
+                rank_log.extend(log)
+                rf[rest], df[rest] = rl, dl
+                itf[rest] += itl
             iters[idx] += itf
             rho[idx] = rf
             done[idx] = df
@@ -634,7 +814,7 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
     if st.path == "auto" and bool(todo.any()) and (deadline is None or
                                                     time.perf_counter() < deadline):
         idx = todo.nonzero().flatten()
-        xc, dc, ic, _, _ = _convex(aff.select(idx), start[idx], st, deadline, None)
+        xc, dc, ic = _convex(aff.select(idx), start[idx], st, deadline, None)
         iters[idx] += ic
         keep = dc
         sel = idx[keep]

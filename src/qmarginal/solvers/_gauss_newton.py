@@ -1,0 +1,310 @@
+"""Levenberg-Marquardt (damped Gauss-Newton) on the factored problem, for small D * r.
+
+The factored path of the exact solver looks for rho = V V^dagger with V in C^{D x r} and
+
+    h(V) = sum_J ||R_J||_F^2,     R_J = tr_{J^c}(V V^dagger) - sigma_J.
+
+Regroup the sites of V as (J, J^c) and fold J^c into the columns: V~_J in C^{d_J x d_{J^c} r}.
+Then tr_{J^c}(V V^dagger) = V~_J V~_J^dagger, a product of a d_J x (d_{J^c} r) matrix with its
+adjoint (no D x D matrix is formed). For a step dV (dV~_J regrouped alike) with E_J = dV~_J V~_J^dagger,
+
+    h(V + dV) = h(V) + 4 Re <G_J, dV~_J> + 2 ||E_J||^2 + 2 Re tr(E_J^2) + O(|dV|^3),
+    G_J = R_J V~_J,
+    ||E_J||^2      = sum_a dV~_J[a,:] W_J dV~_J[a,:]^dagger,   W_J = V~_J^dagger V~_J,
+    Re tr(E_J^2)   = Re sum conj(V~_J[a,k]) conj(V~_J[b,l]) dV~_J[a,l] dV~_J[b,k],
+
+summed over J: the Gauss-Newton model, exact up to the quartic term that the linearisation drops.
+In the real coordinates u = (Re dV, Im dV) of all D r entries it is h + 4 b.u + 2 u^T H u with
+H = H_M + H_N positive semidefinite:
+
+    H_M = [[Re M, -Im M], [Im M, Re M]],   M = sum_J 1_J (x) W_J^T      (Hermitian),
+    H_N = [[Re N, -Im N], [-Im N, -Re N]], N = sum_J conj(V~_J (x) V~_J) regrouped (symmetric).
+
+Each step solves (H + lambda I) u = -b with the Levenberg-Marquardt damping
+lambda = mu sqrt(h) (Fan and Yuan: quadratic convergence to zero-residual solutions under a local
+error bound, which the gauge freedom V -> V U does not spoil) and mu adapted by the ratio of
+actual to predicted decrease. A D r x D r dense solve per iteration: the method is for D r up to
+a few hundred (ExactSettings.gauss_newton_max_size), where it needs 5-30 iterations against
+hundreds of first-order ones. When h stops decreasing at a non-zero value (the rank is too small)
+a column is added along the most negative eigenvector of sum_J R_J (x) 1, scaled by the exact
+line search of the quartic h along it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from .._sites import complement, subset_dim
+
+#: initial damping factor mu (lambda = mu sqrt(h))
+MU_START = 0.1
+#: an accepted step that the model predicts well (ratio > 0.5) but that lowers h by less than
+#: this fraction counts as slow; two in a row mean a non-zero local minimum: grow the rank
+STALL_DECREASE = 0.1
+
+
+#: N = sum_J N_J is gathered with a cached index up to this many entries (M n^2), and built
+#: from strided views beyond
+GATHER_ENTRIES = 1 << 20
+#: Levenberg-Marquardt is used up to this many entries M n^2 of N (about 10 ns each per
+#: iteration); beyond, the L-BFGS factored path is as fast
+NEWTON_ENTRIES = 1 << 23
+
+
+def newton_fits(n_subsets: int, D: int, rank: int, max_size: int) -> bool:
+    """Whether Levenberg-Marquardt takes the factored problem at this rank."""
+    return D * rank <= max_size and n_subsets * (D * rank) ** 2 <= NEWTON_ENTRIES
+
+
+class FactoredMaps:
+    """Index maps V (B, D, r) -> V~_J (B, M, d_J, d_{J^c} r) for fixed dims, subsets and rank.
+
+    Args:
+        dims: local dimensions.
+        group_subsets: the subsets as groups of equal d_J (the order of
+            :attr:`MarginalMaps.group_subsets`, so residuals share its layout).
+        rank: the number of columns r of V.
+        torch, device: the torch module and device of the index tensors.
+    """
+
+    def __init__(self, dims, group_subsets, rank: int, torch, device):
+        self.torch = torch
+        self.dims = tuple(dims)
+        self.rank = rank
+        n_sites = len(self.dims)
+        self.D = math.prod(self.dims)
+        self.n = self.D * rank
+        ar = torch.arange(self.n, device=device).reshape(self.dims + (rank,))
+        self.groups = []  # per group: perm (M, dJ, m), mix index (M, dJ, m, m)
+        self.n_subsets = sum(len(g) for g in group_subsets)
+        # N = sum_J N_J, N_J[x, y] = O[y_J + x_C, x_J + y_C] with O = conj(v) conj(v)^T: the
+        # outer product with the J axes swapped between its row and column halves. Small
+        # problems gather it with one cached index; large ones add strided views (no index)
+        self.swap_axes = []
+        for subsets in group_subsets:
+            for J in subsets:
+                order = list(range(2 * n_sites + 2))
+                for i in J:
+                    order[i], order[n_sites + 1 + i] = n_sites + 1 + i, i
+                self.swap_axes.append(order)
+        self.swap = None
+        if self.n_subsets * self.n * self.n <= GATHER_ENTRIES:
+            flat = torch.arange(self.n * self.n, device=device).reshape(
+                (self.dims + (rank,)) * 2)
+            self.swap = torch.stack([flat.permute(o).reshape(-1) for o in self.swap_axes]
+                                    ).reshape(-1)
+        for subsets in group_subsets:
+            perms = []
+            for J in subsets:
+                Jc = complement(J, n_sites)
+                dJ = subset_dim(J, self.dims)
+                perms.append(ar.permute(tuple(J) + tuple(Jc) + (n_sites,))
+                             .reshape(dJ, (self.D // dJ) * rank))
+            perm = torch.stack(perms)  # (M, dJ, m)
+            # M_z[p[a, k], p[a, l]] += W^T[k, l]
+            mix = perm[..., :, None] * self.n + perm[..., None, :]
+            self.groups.append((perm, mix))
+
+    def regroup(self, v):
+        """[V~_J stacked per group: (B, M, d_J, d_{J^c} r)]."""
+        flat = v.reshape(v.shape[0], -1)
+        return [flat[:, perm] for perm, _ in self.groups]
+
+    def residual(self, vts, sigmas):
+        """[R_J = V~_J V~_J^dagger - sigma_J per group: (B, M, d_J, d_J)]."""
+        return [vt @ vt.mH - s for vt, s in zip(vts, sigmas)]
+
+    def gradient(self, vts, res):
+        """b_z = sum_J (R_J V~_J) put back at V's positions: (B, D r) complex."""
+        torch = self.torch
+        Bn = vts[0].shape[0]
+        out = torch.zeros((Bn, self.n), dtype=vts[0].dtype, device=vts[0].device)
+        for vt, r, (perm, _) in zip(vts, res, self.groups):
+            out.index_add_(1, perm.reshape(-1), (r @ vt).reshape(Bn, -1))
+        return out
+
+    def hessian(self, v, vts):
+        """The real (B, 2n, 2n) Gauss-Newton matrix H = H_M + H_N of the module docstring."""
+        torch = self.torch
+        Bn, n = v.shape[0], self.n
+        m_z = torch.zeros((Bn, n * n), dtype=v.dtype, device=v.device)
+        for vt, (perm, mix) in zip(vts, self.groups):
+            w_t = (vt.mH @ vt).mT  # W_J^T: (B, M, m, m)
+            src = w_t[:, :, None].expand(-1, -1, perm.shape[1], -1, -1)
+            m_z.index_add_(1, mix.reshape(-1), src.reshape(Bn, -1))
+        m_z = m_z.reshape(Bn, n, n)
+        vc = v.conj().reshape(Bn, n)
+        outer = vc[:, :, None] * vc[:, None, :]
+        if self.swap is not None:
+            n_z = (outer.reshape(Bn, -1).index_select(1, self.swap)
+                   .reshape(Bn, self.n_subsets, n, n).sum(1))
+        else:
+            o = outer.reshape((Bn,) + (self.dims + (self.rank,)) * 2)
+            n_z = torch.zeros_like(o)
+            for order in self.swap_axes:
+                n_z.add_(o.permute([0] + [1 + i for i in order]))
+            n_z = n_z.reshape(Bn, n, n)
+        top = torch.cat([m_z.real + n_z.real, -(m_z.imag + n_z.imag)], -1)
+        bottom = torch.cat([m_z.imag - n_z.imag, m_z.real - n_z.real], -1)
+        return torch.cat([top, bottom], -2)
+
+
+def _sq(res):
+    """h = sum_J ||R_J||_F^2 per element."""
+    torch = __import__("torch")
+    return sum(torch.linalg.vector_norm(r, dim=(-3, -2, -1)) ** 2 for r in res)
+
+
+def _normalised_deviation(torch, v, res, sigmas):
+    """max_J max |tr_{J^c}(V V^dagger) / tr(V V^dagger) - sigma_J| per element."""
+    tr = (v.abs() ** 2).sum((-2, -1))
+    devs = [((r + s) / tr[:, None, None, None] - s).abs().amax((-3, -2, -1))
+            for r, s in zip(res, sigmas)]
+    return torch.stack(devs).amax(0)
+
+
+def _grow(torch, fm: FactoredMaps, mp, v, res):
+    """Add one column along the most negative eigenvector u of G = sum_J R_J (x) 1, scaled by
+    the minimiser s of h + 2 s u^dagger G u + s^2 sum_J ||tr_{J^c} u u^dagger||^2."""
+    Bn = v.shape[0]
+    g = mp.adjoint([r.reshape(Bn, r.shape[1], -1) for r in res])
+    w, u = torch.linalg.eigh(0.5 * (g + g.mH))
+    u0, w0 = u[..., :, 0], w[..., 0]
+    uu = u0[..., :, None] * u0.conj()[..., None, :]
+    q = sum((t.abs() ** 2).sum((-2, -1)) for t in mp.ptrace(uu))
+    s = (-w0).clamp_min(0) / q.clamp_min(1e-300)
+    col = u0 * s.sqrt().to(u0.dtype)[:, None]
+    return torch.cat([v, col[..., None]], -1)
+
+
+@functools.lru_cache(maxsize=4)
+def factored_maps(dims: tuple, group_subsets: tuple, rank: int, device: str) -> FactoredMaps:
+    """The cached :class:`FactoredMaps` of a structure and rank."""
+    import torch
+
+    return FactoredMaps(dims, group_subsets, rank, torch, torch.device(device))
+
+
+def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_size: int,
+                        deadline=None):
+    """Minimise h(V) from V (B, D, r) until every element's normalised deviation <= tol.
+
+    Args:
+        mp: the :class:`MarginalMaps` of the problem (its groups give the residual layout).
+        v: starting columns, complex (B, D, r).
+        tol: stop when max_J max |tr_{J^c} rho - sigma_J| <= tol for rho = V V^dagger / tr.
+        maxiter: iteration cap.
+        max_rank: the rank is never grown beyond this.
+        max_size: Levenberg-Marquardt steps are taken while ``newton_fits`` (D * r <= max_size
+            and the size of N). Stalled at max_rank the iteration stops; stalled where the next
+            rank does not fit, it adds the column and stops (the caller goes on with L-BFGS).
+        deadline: perf_counter time after which to stop.
+
+    Returns:
+        (v, done, iters, log): the final columns, per-element success, iterations, and the
+        rank changes as strings such as "+1@12".
+    """
+    import time
+
+    torch = mp.torch
+    Bn, D = v.shape[0], v.shape[1]
+    sigmas = [sig.reshape(sig.shape[:2] + (int(math.isqrt(sig.shape[-1])),) * 2)
+              for _, sig in mp.groups]
+
+    groups = tuple(tuple(tuple(J) for J in g) for g in mp.group_subsets)
+
+    def maps(r):
+        return factored_maps(mp.dims, groups, r, str(v.device))
+
+    fm = maps(v.shape[-1])
+    vts = fm.regroup(v)
+    res = fm.residual(vts, sigmas)
+    h = _sq(res)
+    done = _normalised_deviation(torch, v, res, sigmas) <= tol
+    iters = torch.zeros(Bn, dtype=torch.long, device=v.device)
+    mu = torch.full((Bn,), MU_START, dtype=torch.float64, device=v.device)
+    nu = torch.full_like(mu, 2.0)
+    slow = torch.zeros(Bn, dtype=torch.long, device=v.device)  # accurate but tiny steps in a row
+    hist = [h]
+    log = []
+    model = None  # (b, H) at the current V; kept through rejected steps
+    eye = torch.eye(1)
+    # the deviation is measured only once h is small enough for it to be near the tolerance
+    near = (1e2 * tol) ** 2 * sum(s[0].numel() for s in sigmas)
+    k = 0
+    while k < maxiter and not bool(done.all()):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        k += 1
+        n = fm.n
+        if model is None:
+            gz = fm.gradient(vts, res)
+            model = (torch.cat([gz.real, gz.imag], -1), fm.hessian(v, vts))
+        bvec, H = model
+        lam = mu * h.sqrt()
+        if eye.shape[-1] != 2 * n:
+            eye = torch.eye(2 * n, dtype=H.dtype, device=H.device)
+        # H is PSD but singular (the gauge V -> V U): keep lambda above rounding level
+        lam = torch.maximum(lam, 1e-13 * H.diagonal(0, -2, -1).amax(-1))
+        chol, info = torch.linalg.cholesky_ex(H + lam[:, None, None] * eye)
+        if bool((info > 0).any()):
+            u = torch.linalg.lstsq(H + lam[:, None, None] * eye, -bvec[..., None]).solution[..., 0]
+        else:
+            u = torch.cholesky_solve(-bvec[..., None], chol)[..., 0]
+        pred = -(4 * (bvec * u).sum(-1) + 2 * (u[:, None, :] @ H @ u[:, :, None])[:, 0, 0])
+        dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
+        dz = dz * (~done).to(dz.dtype)[:, None, None]
+        v_new = v + dz
+        vts_new = fm.regroup(v_new)
+        res_new = fm.residual(vts_new, sigmas)
+        h_new = _sq(res_new)
+        ratio = (h - h_new) / pred.clamp_min(1e-300)
+        accept = (ratio > 1e-4) & ~done
+        # Nielsen's damping update: shrink smoothly on good steps, grow geometrically on bad
+        shrink = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp_min(1 / 3)
+        mu = torch.where(accept, (mu * shrink).clamp_min(1e-12), (mu * nu).clamp_max(1e12))
+        nu = torch.where(accept, torch.full_like(nu, 2.0), (nu * 2).clamp_max(2.0 ** 20))
+        tiny = accept & (ratio > 0.5) & (h - h_new < STALL_DECREASE * h)
+        slow = torch.where(tiny, slow + 1, torch.where(accept, torch.zeros_like(slow), slow))
+        if bool(accept.any()):
+            sel = accept[:, None, None]
+            v = torch.where(sel, v_new, v)
+            vts = [torch.where(sel[..., None], a, b) for a, b in zip(vts_new, vts)]
+            res = [torch.where(sel[..., None], a, b) for a, b in zip(res_new, res)]
+            h = torch.where(accept, h_new, h)
+            model = None
+        iters += (~done).long()
+        if bool((h <= near).any()):
+            done = done | (_normalised_deviation(torch, v, res, sigmas) <= tol)
+        hist.append(h)
+        # a stall at h > 0 (the model is accurate but h hardly moves, or no step is accepted,
+        # or slow progress over a window): too few columns
+        if bool(done.all()):
+            break
+        stalled = ~done & ((slow >= 2) | (nu > 2 ** 6))
+        if len(hist) > 8:
+            stalled |= ~done & (h > 0.5 * hist[-9])
+        r = v.shape[-1]
+        if bool(stalled.any()) and r >= max_rank:
+            break  # stalled at the largest rank allowed: the caller takes over
+        if bool(stalled.any()) and not newton_fits(fm.n_subsets, D, r + 1, max_size):
+            v = _grow(torch, fm, mp, v, res)  # too large for these steps: the caller goes on
+            log.append(f"+1@{k}")
+            break
+        if bool(stalled.any()):
+            v = _grow(torch, fm, mp, v, res)
+            fm = maps(r + 1)
+            vts = fm.regroup(v)
+            res = fm.residual(vts, sigmas)
+            h = _sq(res)
+            mu = torch.full_like(mu, MU_START)
+            nu = torch.full_like(nu, 2.0)
+            slow = torch.zeros_like(slow)
+            hist = [h]
+            model = None
+            log.append(f"+1@{k}")
+    return v, done, iters, log
+
+
+__all__ = ["FactoredMaps", "levenberg_marquardt", "newton_fits"]

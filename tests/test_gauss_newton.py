@@ -1,0 +1,172 @@
+"""The exact solver's fast inner maps: Levenberg-Marquardt on V V^dagger and the Moebius form of
+the MIO projection, each checked against the core's partial_trace / impose (independent code).
+
+Tolerances: complex128 arithmetic, 1e-12 absolute on O(1) quantities (conftest TOL); the
+gradient is compared with a central difference (error O(t^2), t = 1e-5: relative 1e-6).
+"""
+
+import numpy as np
+import pytest
+
+import qmarginal as qm
+from qmarginal import MarginalProblem, rank_mixture_state
+
+from conftest import tol_for
+
+torch = pytest.importorskip("torch")
+
+from qmarginal.solvers._exact_maps import MarginalMaps, structure  # noqa: E402
+from qmarginal.solvers._gauss_newton import (FactoredMaps, levenberg_marquardt,  # noqa: E402
+                                              _sq)
+from qmarginal.solvers.exact import _flat_problem, solve  # noqa: E402
+
+STRUCTURES = [
+    ((2, 2, 2, 2, 2), 2, 2),           # N5k2, rank 2
+    ((3, 2, 3), 2, 1),                 # qudits
+    ((2, 2, 2, 2), 3, 3),
+    ((2, 2, 3, 2), [(0, 1, 2), (2, 3), (0, 3), (1,)], 2),  # non-uniform subsets
+]
+
+
+def _maps(dims, k, rank, state_rank=2, seed=0):
+    D = int(np.prod(dims))
+    rho = rank_mixture_state(D, state_rank, seed=seed)
+    p = (MarginalProblem.from_state(rho, k=k, dims=dims) if isinstance(k, int)
+         else MarginalProblem.from_state(rho, subsets=k, dims=dims))
+    _, subsets, sigmas = _flat_problem(p, torch, "cpu")
+    mp = MarginalMaps(dims, subsets, sigmas, torch)
+    fm = FactoredMaps(dims, mp.group_subsets, rank, torch, torch.device("cpu"))
+    sig = [s.reshape(s.shape[:2] + (int(round(s.shape[-1] ** 0.5)),) * 2) for _, s in mp.groups]
+    return p, mp, fm, sig
+
+
+def _ptraces(mp, y):
+    """tr_{J^c} y from the core's partial_trace, in the maps' group order."""
+    return [np.stack([qm.partial_trace(y, J, mp.dims) for J in Js]) for Js in mp.group_subsets]
+
+
+@pytest.mark.parametrize("dims, k, rank", STRUCTURES)
+def test_regrouped_products_are_partial_traces(dims, k, rank):
+    _, mp, fm, sig = _maps(dims, k, rank)
+    D = fm.D
+    gen = torch.Generator().manual_seed(1)
+    v = torch.randn((1, D, rank), dtype=torch.complex128, generator=gen)
+    res = fm.residual(fm.regroup(v), sig)
+    y = (v[0] @ v[0].mH).numpy()
+    for got, want, s in zip(res, _ptraces(mp, y), sig):
+        assert np.allclose(got[0].numpy() + s[0].numpy(), want, atol=tol_for(y))
+
+
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("dims, k, rank", STRUCTURES)
+def test_gauss_newton_model(dims, k, rank, gather, monkeypatch):
+    """b is the gradient of h (first difference) and 2 u^T H u = ||dR_lin||^2 with dR_lin
+    built from partial_trace(V dV^dagger + dV V^dagger); N by cached gather or strided views."""
+    import qmarginal.solvers._gauss_newton as gn
+
+    monkeypatch.setattr(gn, "GATHER_ENTRIES", gn.GATHER_ENTRIES if gather else 0)
+    _, mp, fm, sig = _maps(dims, k, rank)
+    assert (fm.swap is not None) == gather
+    D, n = fm.D, fm.n
+    gen = torch.Generator().manual_seed(2)
+    v = torch.randn((1, D, rank), dtype=torch.complex128, generator=gen) / D
+    u = torch.randn((1, 2 * n), dtype=torch.float64, generator=gen)
+    u = u / torch.linalg.vector_norm(u)
+    dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
+    vts = fm.regroup(v)
+    res = fm.residual(vts, sig)
+    gz = fm.gradient(vts, res)
+    b = torch.cat([gz.real, gz.imag], -1)
+    H = fm.hessian(v, vts)
+    assert torch.allclose(H, H.mT, atol=1e-14)
+    assert float(torch.linalg.eigvalsh(H).min()) > -1e-12  # positive semidefinite
+
+    def h(x):
+        return float(_sq(fm.residual(fm.regroup(x), sig))[0])
+
+    t = 1e-5
+    slope = (h(v + t * dz) - h(v - t * dz)) / (2 * t)
+    assert slope == pytest.approx(4 * float((b * u).sum()), rel=1e-6, abs=1e-9)
+    lin = (v[0] @ dz[0].mH + dz[0] @ v[0].mH).numpy()
+    want = sum(float(np.sum(np.abs(p) ** 2)) for p in _ptraces(mp, lin))
+    assert 2 * float(u[0] @ H[0] @ u[0]) == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("dims, k", [((3, 3, 2), 2), ((2,) * 5, 2), ((2,) * 4, 3)])
+def test_levenberg_marquardt_pure_target(dims, k):
+    """From a random start, a pure target's marginals are matched to the tolerance."""
+    D = int(np.prod(dims))
+    p, mp, _, _ = _maps(dims, k, 1, state_rank=1, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    v0 = torch.randn((1, D, 1), dtype=torch.complex128, generator=gen) / D ** 0.5
+    v, done, iters, _ = levenberg_marquardt(mp, v0, tol=1e-10, maxiter=200, max_rank=D,
+                                            max_size=512)
+    assert bool(done.all()) and int(iters[0]) < 60
+    rho = (v[0] @ v[0].mH).numpy()
+    rho /= np.trace(rho).real
+    assert np.max(p.marginal_deviation(rho)) <= 1e-9
+
+
+def test_levenberg_marquardt_grows_the_rank():
+    """Started at rank 1 on a rank-2 point (N6k3), the rank is grown and the solve finishes."""
+    p, mp, _, _ = _maps((2,) * 6, 3, 1, state_rank=2, seed=5)
+    gen = torch.Generator().manual_seed(6)
+    v0 = torch.randn((1, 64, 1), dtype=torch.complex128, generator=gen) / 8
+    v, done, _, log = levenberg_marquardt(mp, v0, tol=1e-10, maxiter=300, max_rank=64,
+                                          max_size=512)
+    assert bool(done.all())
+    assert v.shape[-1] >= 2 and log and log[0].startswith("+1@")
+    rho = (v[0] @ v[0].mH).numpy()
+    rho /= np.trace(rho).real
+    assert np.max(p.marginal_deviation(rho)) <= 1e-9
+
+
+# ----------------------------------------------------------------------------- Moebius projection
+@pytest.mark.parametrize("dims, subsets", [
+    ((2,) * 5, 2),
+    ((2,) * 6, 3),
+    ((2,) * 6, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (0, 5)]),  # a ring: empty intersections
+    ((2,) * 6, [(0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+                (0, 1), (2, 3), (4, 5)]),  # nested and mixed sizes
+])
+def test_mobius_projection_is_impose(dims, subsets, rng):
+    D = int(np.prod(dims))
+    rho = qm.hilbert_schmidt_state(D, seed=7)
+    p = (MarginalProblem.from_state(rho, k=subsets, dims=dims) if isinstance(subsets, int)
+         else MarginalProblem.from_state(rho, subsets=subsets, dims=dims))
+    _, subs, sigmas = _flat_problem(p, torch, "cpu")
+    mp = MarginalMaps(dims, subs, sigmas, torch)
+    assert mp.mobius is not None  # the Moebius form is the one under test
+    x = rng.standard_normal((D, D)) + 1j * rng.standard_normal((D, D))
+    xt = torch.as_tensor(x)[None]
+    assert np.allclose(mp.project(xt)[0].numpy(), qm.impose(x, p), atol=tol_for(x))
+    zero = {J: 0 * s for J, s in p.marginals.items()}
+    assert np.allclose(mp.tangent(xt)[0].numpy(), qm.impose(x, zero, dims), atol=tol_for(x))
+
+
+def test_structure_cache_keeps_marginals_apart(rng):
+    """Two problems with one structure share the index tensors, not the marginals."""
+    ps = [MarginalProblem.from_state(rank_mixture_state(32, 3, seed=s), k=2) for s in (1, 2)]
+    maps = []
+    for p in ps:
+        _, subs, sigmas = _flat_problem(p, torch, "cpu")
+        maps.append(MarginalMaps(p.dims, subs, sigmas, torch))
+    key = (ps[0].dims, tuple(ps[0].marginals), "cpu")
+    assert structure(*key) is structure(*key)
+    x = rng.standard_normal((32, 32)) + 0j
+    for p, mp in zip(ps, maps):
+        assert np.allclose(mp.project(torch.as_tensor(x)[None])[0].numpy(), qm.impose(x, p),
+                           atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- through the solver
+@pytest.mark.parametrize("max_size", [0, 512])
+def test_low_rank_with_and_without_levenberg_marquardt(max_size):
+    """N6k3, rank 2: Levenberg-Marquardt (default) or L-BFGS only (max_size=0) both certify."""
+    p = MarginalProblem.from_state(rank_mixture_state(64, 2, seed=8), k=3)
+    out = solve(p, gauss_newton_max_size=max_size)
+    assert out.converged and "factored" in out.info["path"]
+    assert qm.state_report(out.state).valid
+    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
+    if max_size:
+        assert out.iterations < 60
