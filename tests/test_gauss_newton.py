@@ -121,6 +121,45 @@ def test_levenberg_marquardt_grows_the_rank():
     assert np.max(p.marginal_deviation(rho)) <= 1e-9
 
 
+def _handover_start(problem):
+    """The (maps, columns, options) that the solver hands to Levenberg-Marquardt."""
+    import qmarginal.solvers.exact as exact_mod
+
+    seen = []
+
+    def record(mp, v, **kw):
+        seen.append((mp, v.clone(), kw))
+        return levenberg_marquardt(mp, v, **kw)
+
+    original = exact_mod.levenberg_marquardt
+    exact_mod.levenberg_marquardt = record
+    try:
+        out = solve(problem)
+    finally:
+        exact_mod.levenberg_marquardt = original
+    return out, seen[0]
+
+
+def test_patience_freezes_slow_elements_and_spares_steady_ones():
+    """A rank-2 three-qubit target (k = 2) whose handover start converges only linearly (about
+    0.76 per iteration at rank 3; formerly a failure, then a 23 s convex crawl): with a budget
+    the geometric rate cannot meet, the element is frozen at `patience` iterations and left not
+    done; with the solver's budget it finishes, and so does the solver."""
+    p = MarginalProblem.from_state(rank_mixture_state(8, 2, seed=16840), k=2)
+    out, (mp, v0, kw) = _handover_start(p)
+    assert bool(out.converged) and out.info["path"] == "convex+factored"
+    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
+    assert kw["patience"] == 40
+    opts = dict(tol=1e-10, max_rank=kw["max_rank"], max_size=512, patience=40)
+    _, done, iters, _ = levenberg_marquardt(mp, v0, maxiter=50, **opts)
+    assert not bool(done[0]) and int(iters[0]) == 40
+    v, done, iters, _ = levenberg_marquardt(mp, v0, maxiter=400, **opts)
+    assert bool(done[0]) and 40 < int(iters[0]) < 400
+    _, done, iters, _ = levenberg_marquardt(mp, v0, tol=1e-10, maxiter=50,
+                                            max_rank=kw["max_rank"], max_size=512)
+    assert not bool(done[0]) and int(iters[0]) == 50  # no patience: runs to maxiter
+
+
 # ----------------------------------------------------------------------------- Moebius projection
 @pytest.mark.parametrize("dims, subsets", [
     ((2,) * 5, 2),

@@ -37,6 +37,8 @@ import math
 
 from .._sites import complement, subset_dim
 
+#: iterations over which the geometric rate of h is measured (``patience``)
+PROGRESS_WINDOW = 8
 #: initial damping factor mu (lambda = mu sqrt(h))
 MU_START = 0.1
 #: an accepted step that the model predicts well (ratio > 0.5) but that lowers h by less than
@@ -187,7 +189,7 @@ def factored_maps(dims: tuple, group_subsets: tuple, rank: int, device: str) -> 
 
 
 def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_size: int,
-                        deadline=None):
+                        deadline=None, patience: int | None = None):
     """Minimise h(V) from V (B, D, r) until every element's normalised deviation <= tol.
 
     Args:
@@ -200,6 +202,10 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             and the size of N). Stalled at max_rank the iteration stops; stalled where the next
             rank does not fit, it adds the column and stops (the caller goes on with L-BFGS).
         deadline: perf_counter time after which to stop.
+        patience: None, or the iterations after which an element must be on track: its h, at
+            the geometric rate of the last ``PROGRESS_WINDOW`` iterations, must reach tol^2
+            within ``maxiter``; elements off track are frozen (left not done) so that the
+            caller can try another method on them.
 
     Returns:
         (v, done, iters, log): the final columns, per-element success, iterations, and the
@@ -232,8 +238,9 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     eye = torch.eye(1)
     # the deviation is measured only once h is small enough for it to be near the tolerance
     near = (1e2 * tol) ** 2 * sum(s[0].numel() for s in sigmas)
+    quit = torch.zeros_like(done)  # frozen: off track after `patience` iterations
     k = 0
-    while k < maxiter and not bool(done.all()):
+    while k < maxiter and not bool((done | quit).all()):
         if deadline is not None and time.perf_counter() > deadline:
             break
         k += 1
@@ -254,13 +261,13 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             u = torch.cholesky_solve(-bvec[..., None], chol)[..., 0]
         pred = -(4 * (bvec * u).sum(-1) + 2 * (u[:, None, :] @ H @ u[:, :, None])[:, 0, 0])
         dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
-        dz = dz * (~done).to(dz.dtype)[:, None, None]
+        dz = dz * (~(done | quit)).to(dz.dtype)[:, None, None]
         v_new = v + dz
         vts_new = fm.regroup(v_new)
         res_new = fm.residual(vts_new, sigmas)
         h_new = _sq(res_new)
         ratio = (h - h_new) / pred.clamp_min(1e-300)
-        accept = (ratio > 1e-4) & ~done
+        accept = (ratio > 1e-4) & ~done & ~quit
         # Nielsen's damping update: shrink smoothly on good steps, grow geometrically on bad
         shrink = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp_min(1 / 3)
         mu = torch.where(accept, (mu * shrink).clamp_min(1e-12), (mu * nu).clamp_max(1e12))
@@ -274,17 +281,22 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             res = [torch.where(sel[..., None], a, b) for a, b in zip(res_new, res)]
             h = torch.where(accept, h_new, h)
             model = None
-        iters += (~done).long()
+        iters += (~(done | quit)).long()
         if bool((h <= near).any()):
             done = done | (_normalised_deviation(torch, v, res, sigmas) <= tol)
         hist.append(h)
         # a stall at h > 0 (the model is accurate but h hardly moves, or no step is accepted,
         # or slow progress over a window): too few columns
-        if bool(done.all()):
+        if patience is not None and k >= patience and len(hist) > PROGRESS_WINDOW:
+            rate = (h / hist[-1 - PROGRESS_WINDOW]).clamp(1e-300, 1.0)
+            left = PROGRESS_WINDOW * torch.log(h.clamp_min(1e-300) / tol ** 2) / -torch.log(rate)
+            quit = quit | (~done & ((rate >= 1.0) | (k + left > maxiter)))
+        if bool((done | quit).all()):
             break
-        stalled = ~done & ((slow >= 2) | (nu > 2 ** 6))
+        active = ~done & ~quit
+        stalled = active & ((slow >= 2) | (nu > 2 ** 6))
         if len(hist) > 8:
-            stalled |= ~done & (h > 0.5 * hist[-9])
+            stalled |= active & (h > 0.5 * hist[-9])
         r = v.shape[-1]
         if bool(stalled.any()) and r >= max_rank:
             break  # stalled at the largest rank allowed: the caller takes over

@@ -40,8 +40,9 @@ Otherwise the MIO is tried, then the convex path; when its linear rate predicts 
 iterations (checked from ``convex_patience`` iterations on: 6 where Levenberg-Marquardt would
 take over, else 40), the solution set is taken to be a low-rank point and the factored path
 takes over, warm-started from the convex iterate's leading eigenvectors. After such a handover
-Levenberg-Marquardt gets a short budget (40 iterations, two added columns): elements it cannot
-finish, like those the L-BFGS factored path cannot finish, resume the convex path without a
+Levenberg-Marquardt may add at most three columns and must be on track after 40 iterations (h
+falling geometrically fast enough to reach the tolerance within ``handover_maxiter``): elements
+off track, like those the L-BFGS factored path cannot finish, resume the convex path without a
 patience limit (thin but full-dimensional compatible sets end there).
 ``info["path"]`` records the sequence, e.g. "convex+factored".
 
@@ -73,8 +74,8 @@ __all__ = ["ExactSettings", "clear_cache", "solve"]
 
 PATHS = ("auto", "convex", "factored")
 
-#: after a convex-to-factored handover, Levenberg-Marquardt gets this many iterations and may
-#: add this many columns before the element goes back to the convex path
+#: after a convex-to-factored handover, Levenberg-Marquardt must be on track after this many
+#: iterations and may add this many columns, else the element goes back to the convex path
 HANDOVER_NEWTON_ITERATIONS = 40
 HANDOVER_GROWTH = 3
 
@@ -784,14 +785,16 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
             gave_up = False
             if newton:
                 v, df, itf, log = levenberg_marquardt(
-                    sub, v, tol=st.safety * st.marginal_tol,
-                    maxiter=min(cap, HANDOVER_NEWTON_ITERATIONS) if short else cap,
+                    sub, v, tol=st.safety * st.marginal_tol, maxiter=cap,
+                    patience=HANDOVER_NEWTON_ITERATIONS if short else None,
                     max_rank=stop_rank, max_size=st.gauss_newton_max_size, deadline=deadline)
                 rank_log.extend(log)
                 y = v @ v.mH
                 rf = y / _bcast(B.trace(y).real, y).to(y.dtype)
-                gave_up = short and (v.shape[-1] >= stop_rank or int(itf.max()) >=
-                                     HANDOVER_NEWTON_ITERATIONS)
+                # Levenberg-Marquardt stops early for L-BFGS only when the rank outgrew it
+                outgrown = not newton_fits(len(subsets), D, v.shape[-1],
+                                           st.gauss_newton_max_size)
+                gave_up = short and not outgrown
             rfin = v.shape[-1]
             if not bool(df.all()) and not gave_up:
                 # L-BFGS for what Levenberg-Marquardt left (or never took)
