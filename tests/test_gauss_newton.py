@@ -160,6 +160,30 @@ def test_patience_freezes_slow_elements_and_spares_steady_ones():
     assert not bool(done[0]) and int(iters[0]) == 50  # no patience: runs to maxiter
 
 
+@pytest.mark.parametrize("dims, subsets, seed, path", [
+    # a rank-deficient marginal: the factored path from the start
+    ((2, 2, 3, 2), [(0, 1, 3), (1, 2, 3), (1, 3), (2,)], 847405473, "factored"),
+    # all pairs of a qutrit and two qubits: after a handover
+    ((3, 2, 2), [(0, 1), (1, 2), (0, 2)], 979057343, "convex+factored"),
+])
+def test_lower_rank_probe_finishes_a_vanishing_column(dims, subsets, seed, path):
+    """Rank-3 qudit targets where Levenberg-Marquardt stalls at rank 3, grows to 4 and then
+    heads for a rank-3 state, the fourth column vanishing slowly (formerly 5,000-10,000
+    iterations and a failure). The lower-rank probe finishes them from the truncated SVD
+    within a few dozen iterations."""
+    D = int(np.prod(dims))
+    p = MarginalProblem.from_state(rank_mixture_state(D, 3, seed=seed), dims=dims,
+                                   subsets=subsets)
+    out, _ = _handover_start(p)
+    assert bool(out.converged) and out.info["path"] == path
+    assert out.info["rank_changes"].startswith("+1@") and int(out.iterations) < 100
+    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
+    assert qm.state_report(out.state).valid
+    # the finished state has rank 3 (the padded column is zero)
+    w = np.linalg.eigvalsh(out.state)
+    assert w[-4] <= 1e-12 < w[-3]
+
+
 # ----------------------------------------------------------------------------- Moebius projection
 @pytest.mark.parametrize("dims, subsets", [
     ((2,) * 5, 2),

@@ -27,7 +27,10 @@ actual to predicted decrease. A D r x D r dense solve per iteration: the method 
 a few hundred (ExactSettings.gauss_newton_max_size), where it needs 5-30 iterations against
 hundreds of first-order ones. When h stops decreasing at a non-zero value (the rank is too small)
 a column is added along the most negative eigenvector of sum_J R_J (x) 1, scaled by the exact
-line search of the quartic h along it.
+line search of the quartic h along it. A grown V may then head for a state of the old rank: its
+new singular direction shrinks and convergence turns slow (the error bound fails where a column
+vanishes). That is detected from the smallest singular value every few iterations, and the
+iteration is retried from the truncated SVD at the lower rank, where it is quadratic again.
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ from .._sites import complement, subset_dim
 
 #: iterations over which the geometric rate of h is measured (``patience``)
 PROGRESS_WINDOW = 8
+#: after a rank growth, every this many iterations at the new rank: if convergence is not
+#: quadratic (h fell by less than PROBE_SLOW over them) and the smallest singular value of V
+#: has shrunk below PROBE_SHRINK times its value at the previous check, the iterate is taken to
+#: head for a state of lower rank (where convergence is slow: h is quartic in the vanishing
+#: column). Levenberg-Marquardt is then tried from the truncated V (top r - 1 singular
+#: directions) for PROBE_ITERATIONS iterations; elements that finish there are done. At most
+#: PROBE_LIMIT probes per element and call.
+PROBE_EVERY = 8
+PROBE_SLOW = 1e-3
+PROBE_SHRINK = 0.95
+PROBE_ITERATIONS = 12
+PROBE_LIMIT = 4
 #: initial damping factor mu (lambda = mu sqrt(h))
 MU_START = 0.1
 #: an accepted step that the model predicts well (ratio > 0.5) but that lowers h by less than
@@ -180,6 +195,34 @@ def _grow(torch, fm: FactoredMaps, mp, v, res):
     return torch.cat([v, col[..., None]], -1)
 
 
+def _probe_lower_rank(torch, mp, v, active, sig_check, *, tol, max_size, deadline):
+    """Try rank r - 1 from the truncated SVD of V for the ``active`` elements whose smallest
+    singular value shrank (see PROBE_EVERY). Returns (v, finished, extra iterations, the new
+    smallest singular values); a finished element's V is its rank r - 1 solution padded with a
+    zero column (the same V V^dagger)."""
+    u, s, _ = torch.linalg.svd(v, full_matrices=False)
+    smin = s[:, -1]
+    finished = torch.zeros_like(active)
+    extra = torch.zeros(v.shape[0], dtype=torch.long, device=v.device)
+    if sig_check is None:
+        return v, finished, extra, smin
+    shrinking = active & (smin < PROBE_SHRINK * sig_check)
+    if not bool(shrinking.any()):
+        return v, finished, extra, smin
+    idx = shrinking.nonzero().flatten()
+    r = v.shape[-1]
+    vt = u[idx, :, : r - 1] * s[idx, None, : r - 1].to(u.dtype)
+    v2, d2, it2, _ = levenberg_marquardt(mp.select(idx), vt, tol=tol, maxiter=PROBE_ITERATIONS,
+                                         max_rank=r - 1, max_size=max_size, deadline=deadline)
+    extra[idx] = it2
+    if bool(d2.any()):
+        win = idx[d2]
+        v = v.clone()
+        v[win] = torch.cat([v2[d2], torch.zeros_like(v2[d2][..., :1])], -1)
+        finished[win] = True
+    return v, finished, extra, smin
+
+
 @functools.lru_cache(maxsize=4)
 def factored_maps(dims: tuple, group_subsets: tuple, rank: int, device: str) -> FactoredMaps:
     """The cached :class:`FactoredMaps` of a structure and rank."""
@@ -201,6 +244,8 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         max_size: Levenberg-Marquardt steps are taken while ``newton_fits`` (D * r <= max_size
             and the size of N). Stalled at max_rank the iteration stops; stalled where the next
             rank does not fit, it adds the column and stops (the caller goes on with L-BFGS).
+            After a growth, elements heading for the old rank are probed there (PROBE_EVERY);
+            those finished at rank r - 1 come back with a zero last column.
         deadline: perf_counter time after which to stop.
         patience: None, or the iterations after which an element must be on track: its h, at
             the geometric rate of the last ``PROGRESS_WINDOW`` iterations, must reach tol^2
@@ -239,6 +284,10 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     # the deviation is measured only once h is small enough for it to be near the tolerance
     near = (1e2 * tol) ** 2 * sum(s[0].numel() for s in sigmas)
     quit = torch.zeros_like(done)  # frozen: off track after `patience` iterations
+    r_start = v.shape[-1]
+    probes = torch.zeros(Bn, dtype=torch.long, device=v.device)
+    at_rank = 0  # iterations since the last growth
+    sig_check = None  # smallest singular value of V at the last probe check
     k = 0
     while k < maxiter and not bool((done | quit).all()):
         if deadline is not None and time.perf_counter() > deadline:
@@ -298,6 +347,23 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         if len(hist) > 8:
             stalled |= active & (h > 0.5 * hist[-9])
         r = v.shape[-1]
+        at_rank += 1
+        if r > r_start and at_rank % PROBE_EVERY == 0:
+            candidates = active & (probes < PROBE_LIMIT) & (h > PROBE_SLOW * hist[-1 - PROBE_EVERY])
+            probed = _probe_lower_rank(torch, mp, v, candidates, sig_check, tol=tol,
+                                       max_size=max_size, deadline=deadline)
+            v, finished, extra, sig_check = probed
+            iters += extra
+            probes += (extra > 0).long()
+            if bool(finished.any()):
+                done = done | finished
+                vts = fm.regroup(v)
+                res = fm.residual(vts, sigmas)
+                h = _sq(res)
+                model = None
+                if bool((done | quit).all()):
+                    break
+                stalled = stalled & ~finished
         if bool(stalled.any()) and r >= max_rank:
             break  # stalled at the largest rank allowed: the caller takes over
         if bool(stalled.any()) and not newton_fits(fm.n_subsets, D, r + 1, max_size):
@@ -306,6 +372,8 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             break
         if bool(stalled.any()):
             v = _grow(torch, fm, mp, v, res)
+            at_rank = 0
+            sig_check = torch.linalg.svdvals(v)[:, -1]
             fm = maps(r + 1)
             vts = fm.regroup(v)
             res = fm.residual(vts, sigmas)
