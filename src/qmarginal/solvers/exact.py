@@ -39,7 +39,9 @@ ker(sigma_J) (x) H_{J^c}, the MIO of 1/D is not a state, and the factored path r
 Otherwise the MIO is tried, then the convex path; when its linear rate predicts too many
 iterations (checked from ``convex_patience`` iterations on: 6 where Levenberg-Marquardt would
 take over, else 40), the solution set is taken to be a low-rank point and the factored path
-takes over, warm-started from the convex iterate's leading eigenvectors. After such a handover
+takes over, warm-started from the convex iterate's leading eigenvectors (plus a small random
+component, 1e-2 of the norm, that breaks symmetries of the start such as those that a site in
+no subset causes). After such a handover
 Levenberg-Marquardt may add at most three columns and must be on track after 40 iterations (h
 falling geometrically fast enough to reach the tolerance within ``handover_maxiter``): elements
 off track, like those the L-BFGS factored path cannot finish, resume the convex path without a
@@ -78,6 +80,8 @@ PATHS = ("auto", "convex", "factored")
 #: iterations and may add this many columns, else the element goes back to the convex path
 HANDOVER_NEWTON_ITERATIONS = 40
 HANDOVER_GROWTH = 3
+#: relative size of the random component of the factored path's starting columns
+START_NOISE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -567,7 +571,13 @@ def _start_columns(torch, x, r: int, seed: int):
     total = w.clamp_min(0).sum(-1, keepdim=True).clamp_min(1e-12)
     # columns without positive weight get a small weight so that they can move
     scale = w.clamp_min(1e-3 * total / r).sqrt()
-    return u * scale.to(u.dtype)[..., None, :]
+    v = u * scale.to(u.dtype)[..., None, :]
+    # a small random component breaks symmetries of x (e.g. a site no marginal covers makes the
+    # spectrum degenerate and the leading eigenvectors a saddle point of h that steps preserve)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randn(v.shape, dtype=v.dtype, device=v.device, generator=gen)
+    size = START_NOISE * torch.linalg.matrix_norm(v)[..., None, None] / math.sqrt(v[0].numel())
+    return v + size.to(v.dtype) * noise
 
 
 def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
