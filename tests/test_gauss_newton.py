@@ -202,6 +202,18 @@ def test_uncovered_site_does_not_trap_the_factored_start():
     assert np.max(p.marginal_deviation(out.state)) <= 1e-9
 
 
+def test_rank_deficient_marginal_containing_all_others_is_solved_by_the_mio():
+    """(0,) within (0, 1, 2) and site 3 free: the MIO of 1/D is sigma_012 (x) 1/2, a state,
+    though sigma_012 is rank-deficient (formerly 5,000 factored iterations, 17 s)."""
+    dims, subsets = (3, 3, 3, 2), [(0,), (0, 1, 2)]
+    p = MarginalProblem.from_state(rank_mixture_state(54, 13, seed=470766590), dims=dims,
+                                   subsets=subsets)
+    out = solve(p)
+    assert bool(out.converged) and out.info["path"] == "mio" and int(out.iterations) == 0
+    want = np.kron(p.marginals[(0, 1, 2)], np.eye(2) / 2)
+    assert np.allclose(out.state, want, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- Moebius projection
 @pytest.mark.parametrize("dims, subsets", [
     ((2,) * 5, 2),

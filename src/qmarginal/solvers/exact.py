@@ -35,7 +35,9 @@ picked automatically per problem (``info["path"]`` says which ran):
    ``safety * marginal_tol``.
 
 Which path: if some marginal is rank-deficient, every compatible state vanishes on
-ker(sigma_J) (x) H_{J^c}, the MIO of 1/D is not a state, and the factored path runs directly.
+ker(sigma_J) (x) H_{J^c}, the MIO of 1/D is rarely a state (it is when one marginal contains
+all the others: sigma_J (x) 1/d; a Cholesky factorisation screens for that), and the factored
+path runs directly.
 Otherwise the MIO is tried, then the convex path; when its linear rate predicts too many
 iterations (checked from ``convex_patience`` iterations on: 6 where Levenberg-Marquardt would
 take over, else 40), the solution set is taken to be a low-rank point and the factored path
@@ -731,12 +733,20 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
         seed_name = "given"
 
     eig_stop = st.safety * st.eig_tol
-    # 1. the MIO of the seed (skipped when a rank-deficient marginal rules out the MIO of the
-    #    maximally mixed state: a PSD X with tr_{J^c} X = sigma_J vanishes on ker(sigma_J) (x) H)
+    # 1. the MIO of the seed (with a rank-deficient marginal, checked only when a Cholesky
+    #    factorisation admits it: a PSD X with tr_{J^c} X = sigma_J vanishes on
+    #    ker(sigma_J) (x) H, which the MIO of the maximally mixed state rarely does)
     lb, deficient = _rank_bound(sigmas, D, st.rank_tol, torch)
     x = aff.project(x)
     done = torch.zeros(Bn, dtype=torch.bool, device=device)
     check_mio = ~deficient if x0 is None else torch.ones_like(done)
+    if not bool(check_mio.all()):
+        # with a rank-deficient marginal the MIO of 1/D is rarely a state, but it can be (a
+        # marginal that contains all the others: sigma_J (x) 1/d); a Cholesky factorisation of
+        # X + eig_stop 1 (a fraction of an eigendecomposition) screens for it
+        eye = torch.eye(D, dtype=x.dtype, device=device)
+        _, info = torch.linalg.cholesky_ex(0.5 * (x + x.mH) + eig_stop * eye)
+        check_mio = check_mio | (info == 0)
     if bool(check_mio.any()):
         w = torch.linalg.eigvalsh(0.5 * (x + x.mH))
         done = check_mio & (w[..., 0] >= -eig_stop)
