@@ -181,6 +181,7 @@ def test_lower_rank_probe_finishes_a_vanishing_column(dims, subsets, seed, path)
     out, _ = _handover_start(p)
     assert bool(out.converged) and out.info["path"] == path
     assert out.info["rank_changes"].startswith("+1@") and int(out.iterations) < 100
+    assert out.info["rank"] == 3  # the probe's solution: the grown column is dropped
     assert np.max(p.marginal_deviation(out.state)) <= 1e-9
     assert qm.state_report(out.state).valid
     # the finished state has rank 3 (the padded column is zero)

@@ -815,21 +815,23 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
                 outgrown = not newton_fits(len(subsets), D, v.shape[-1],
                                            st.gauss_newton_max_size)
                 gave_up = short and not outgrown
-            rfin = v.shape[-1]
+            # columns in use per element (a lower-rank probe leaves a zero last column)
+            rfin = B.to_numpy((v.abs().amax(-2) > 0).sum(-1)).copy()
             if not bool(df.all()) and not gave_up:
                 # L-BFGS for what Levenberg-Marquardt left (or never took)
                 rest = (~df).nonzero().flatten()
-                rl, dl, itl, rfin, log = _factored(sub.select(rest), v[rest], st, deadline,
-                                                   max_rank, cap)
+                rl, dl, itl, r_lbfgs, log = _factored(sub.select(rest), v[rest], st, deadline,
+                                                      max_rank, cap)
                 rank_log.extend(log)
                 rf[rest], df[rest] = rl, dl
                 itf[rest] += itl
+                rfin[B.to_numpy(rest)] = r_lbfgs
             iters[idx] += itf
             rho[idx] = rf
             done[idx] = df
-            for i in B.to_numpy(idx):
+            for j, i in enumerate(B.to_numpy(idx)):
                 path[i] = ("convex+" if path[i] == "convex" else "") + "factored"
-                ranks[i] = rfin
+                ranks[i] = rfin[j]
 
     # 4. fallback (auto): elements the factored path could not finish resume the convex path
     #    without a patience limit (thin but full-dimensional compatible sets end here)
