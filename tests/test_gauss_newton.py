@@ -189,6 +189,20 @@ def test_lower_rank_probe_finishes_a_vanishing_column(dims, subsets, seed, path)
     assert w[-4] <= 1e-12 < w[-3]
 
 
+def test_lower_rank_probe_in_a_batch():
+    """The probe acts per element: a batch mixing the stalling target above with targets that
+    converge at the rank bound is solved element by element, each to the tolerance."""
+    dims, subsets = (2, 2, 3, 2), [(0, 1, 3), (1, 2, 3), (1, 3), (2,)]
+    rhos = np.stack([rank_mixture_state(24, 3, seed=s) for s in (847405473, 1, 2, 3)])
+    p = MarginalProblem.from_state(rhos, dims=dims, subsets=subsets)
+    out = solve(p)
+    assert np.all(out.converged) and list(out.info["rank"]) == [3, 3, 3, 3]
+    for b in range(4):
+        pb = MarginalProblem.from_state(rhos[b], dims=dims, subsets=subsets)
+        assert np.max(pb.marginal_deviation(out.state[b])) <= 1e-9
+        assert qm.state_report(out.state[b]).valid
+
+
 def test_uncovered_site_does_not_trap_the_factored_start():
     """Site 0 is in no subset, so the MIO of 1/D is 1/2 (x) (...) and its leading eigenvectors
     come in degenerate pairs: started exactly there, V V^dagger stays 1 (x) (rank one) and
