@@ -82,6 +82,12 @@ PATHS = ("auto", "convex", "factored")
 #: iterations and may add this many columns, else the element goes back to the convex path
 HANDOVER_NEWTON_ITERATIONS = 40
 HANDOVER_GROWTH = 3
+#: negative mass sum |lambda_-| of the MIO of 1/D from which the solver skips the convex
+#: attempt and starts the factored path (where Levenberg-Marquardt fits); measured on qubit
+#: targets (N = 4-8, k = 2-4): rank 1-2 targets give 0.09-1.4, targets that the convex path
+#: finishes within its patience give <= 0.08, and those above 0.09 that need the convex path
+#: (mid ranks) fall back to it after a short factored attempt
+DIRECT_NEGATIVE_MASS = 0.09
 #: relative size of the random component of the factored path's starting columns
 START_NOISE = 1e-2
 
@@ -747,9 +753,11 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
         eye = torch.eye(D, dtype=x.dtype, device=device)
         _, info = torch.linalg.cholesky_ex(0.5 * (x + x.mH) + eig_stop * eye)
         check_mio = check_mio | (info == 0)
+    neg_mass = torch.zeros(Bn, dtype=torch.float64, device=device)
     if bool(check_mio.any()):
         w = torch.linalg.eigvalsh(0.5 * (x + x.mH))
         done = check_mio & (w[..., 0] >= -eig_stop)
+        neg_mass = torch.where(check_mio, -w.clamp_max(0).sum(-1), neg_mass)
     rho = x.clone()
     iters = torch.zeros(Bn, dtype=torch.long, device=device)
     path = np.array(["mio"] * Bn, dtype=object)
@@ -767,6 +775,17 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
         convex_set = todo & ~deficient
     start = x.clone()
     rank_guess = lb.clone()
+    # elements handed to the factored path on a guess; what it cannot finish goes (back) to the
+    # convex path without a patience limit
+    tentative = torch.zeros_like(todo)
+    if st.path == "auto" and newton_fits(len(subsets), D, 1, st.gauss_newton_max_size):
+        # a strongly indefinite MIO of 1/D (negative mass >= DIRECT_NEGATIVE_MASS) marks a
+        # low-rank target: skip the convex attempt where Levenberg-Marquardt fits the rank bound
+        fits = torch.tensor([newton_fits(len(subsets), D, int(r), st.gauss_newton_max_size)
+                             for r in B.to_numpy(lb)], dtype=torch.bool, device=device)
+        direct = convex_set & fits & (neg_mass >= DIRECT_NEGATIVE_MASS)
+        convex_set = convex_set & ~direct
+        tentative = tentative | direct
     if bool(convex_set.any()):
         idx = convex_set.nonzero().flatten()
         patience = None
@@ -780,6 +799,7 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
         start[idx] = xc
         for j, i in enumerate(B.to_numpy(idx)):
             path[i] = "convex"
+        tentative[idx] = True
 
     # 3. factored phase for the rest, grouped by starting rank
     if st.path != "convex":
@@ -790,7 +810,7 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
         for r in sorted(set(B.to_numpy(rank_guess[todo]).tolist())):
             idx = (todo & (rank_guess == r)).nonzero().flatten()
             v = _start_columns(torch, start[idx], int(r), st.seed)
-            handed = any(path[i] == "convex" for i in B.to_numpy(idx))
+            handed = bool(tentative[idx].any())
             cap = min(st.maxiter, st.handover_maxiter) if handed and st.path == "auto" \
                 else st.maxiter
             sub = aff.select(idx)
