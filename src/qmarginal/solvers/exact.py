@@ -37,13 +37,14 @@ picked automatically per problem (``info["path"]`` says which ran):
 Which path: if some marginal is rank-deficient, every compatible state vanishes on
 ker(sigma_J) (x) H_{J^c}, the MIO of 1/D is rarely a state (it is when one marginal contains
 all the others: sigma_J (x) 1/d; a Cholesky factorisation screens for that), and the factored
-path runs directly.
-Otherwise the MIO is tried, then the convex path; when its linear rate predicts too many
-iterations (checked from ``convex_patience`` iterations on: 6 where Levenberg-Marquardt would
-take over, else 40), the solution set is taken to be a low-rank point and the factored path
-takes over, warm-started from the convex iterate's leading eigenvectors (plus a small random
-component, 1e-2 of the norm, that breaks symmetries of the start such as those that a site in
-no subset causes). After such a handover
+path runs directly. So it does, tentatively, when the MIO of 1/D is strongly indefinite
+(negative mass >= DIRECT_NEGATIVE_MASS, the mark of a low-rank target) and Levenberg-Marquardt
+fits the rank bound. Otherwise the MIO is tried, then the convex path; when its linear rate
+predicts too many iterations (checked from ``convex_patience`` iterations on: 6 where
+Levenberg-Marquardt would take over, else 40), the solution set is taken to be a low-rank point
+and the factored path takes over, warm-started from the convex iterate's leading eigenvectors
+(plus a small random component, 1e-2 of the norm, that breaks symmetries of the start such as
+those that a site in no subset causes). On a tentative start (direct or handed over)
 Levenberg-Marquardt may add at most three columns and must be on track after 40 iterations (h
 falling geometrically fast enough to reach the tolerance within ``handover_maxiter``): elements
 off track, like those the L-BFGS factored path cannot finish, resume the convex path without a
