@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from . import _backend as B
-from ._sites import complement, normalize_dims, normalize_subset, subset_dim
-from .partial_trace import _check_square, partial_trace, site_tensor, traced_diagonal
+from ._sites import normalize_dims, normalize_subset, subset_dim
+from .partial_trace import _check_square, partial_trace, trace_indices
 
 __all__ = ["fidelity", "trace_distance", "state_report", "StateReport", "psd_sqrt",
            "nearest_density_matrix", "mean_marginal_fidelity"]
@@ -232,11 +232,9 @@ def _trace_plan(dims: tuple[int, ...], subsets: tuple[tuple[int, ...], ...]):
     Returns a tuple of ``(group, d_J, idx)``: ``group`` the positions (in ``subsets``) of the
     subsets of size d_J, ``idx`` None or integer array ``(len(group), d_{J^c}, d_J * d_J)`` of
     flat positions in a D x D matrix X with tr_{J^c}[X]_{a, b} = sum_c X.flat[idx[j, c, a d_J + b]]
-    (None when the group's index would exceed ``_GATHER_MAX`` entries). The indices are
-    read off the strided view that :func:`qmarginal.partial_trace.partial_trace` sums
-    (:func:`~qmarginal.partial_trace.traced_diagonal` of an arange), so both share one convention.
+    (None when the group's index would exceed ``_GATHER_MAX`` entries), from
+    :func:`qmarginal.partial_trace.trace_indices` (the solver's maps use the same).
     """
-    n = len(dims)
     D = math.prod(dims)
     by_dim: dict[int, list] = {}
     for pos, J in enumerate(subsets):
@@ -245,13 +243,8 @@ def _trace_plan(dims: tuple[int, ...], subsets: tuple[tuple[int, ...], ...]):
     for dJ, group in by_dim.items():
         idx = None
         if len(group) * D * dJ <= _GATHER_MAX:
-            t = site_tensor(np.arange(D * D, dtype=np.intp).reshape(D, D), dims)
-            parts = []
-            for pos in group:
-                traced = complement(subsets[pos], n)
-                v = traced_diagonal(t, traced, n)[0] if traced else t
-                parts.append(v.reshape(dJ * dJ, D // dJ).T)
-            idx = np.ascontiguousarray(np.stack(parts))
+            idx = np.ascontiguousarray(np.stack([trace_indices(dims, subsets[pos]).T
+                                                 for pos in group]))
         plan.append((tuple(group), dJ, idx))
     return tuple(plan)
 

@@ -101,6 +101,30 @@ def traced_diagonal(t, traced: Sequence[int], n_sites: int, *, writeable: bool =
     return v, tuple(k_shape), len(t_shape)
 
 
+def trace_indices(dims: Sequence[int], keep: Sequence[int]) -> np.ndarray:
+    """Flat positions idx ``(d_J * d_J, d_{J^c})`` in a D x D matrix X with
+
+        tr_{J^c}[X]_{a, b} = sum_c X.flat[idx[a d_J + b, c]],
+
+    J = ``keep`` (sorted sites) in the convention of :func:`partial_trace` (site 0 most
+    significant, kept sites in increasing order). Gathering with it evaluates many partial
+    traces in one call; the index is D^2 entries per subset, for cached use on small systems."""
+    dims = tuple(int(d) for d in dims)
+    n = len(dims)
+    D = math.prod(dims)
+    strides = [math.prod(dims[s + 1:]) for s in range(n)]
+
+    def offsets(sites):
+        out = np.zeros(1, dtype=np.int64)
+        for s in sites:
+            out = (out[:, None] + np.arange(dims[s]) * strides[s]).reshape(-1)
+        return out
+
+    kept, traced = offsets(keep), offsets(complement(tuple(keep), n))
+    idx = (kept[:, None, None] + traced) * D + kept[None, :, None] + traced
+    return idx.reshape(len(kept) ** 2, len(traced))
+
+
 def _traced_first(v, nb: int, nt: int):
     """Move the nt trailing (traced) axes of v to just after its nb batch axes."""
     order = list(range(nb)) + list(range(v.ndim - nt, v.ndim)) + list(range(nb, v.ndim - nt))

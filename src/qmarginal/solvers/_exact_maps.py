@@ -2,8 +2,8 @@
 
 The solver applies the same partial traces, embeddings and MIO projection thousands of times to
 matrices of one shape. :class:`MarginalMaps` builds, once per problem structure (cached), the
-flat indices of the entries that each partial trace sums (site offsets in the core's
-convention: site 0 most significant, kept sites in increasing order), and then evaluates
+flat indices of the entries that each partial trace sums
+(:func:`qmarginal.partial_trace.trace_indices`, the core's convention), and then evaluates
 
     tr_{J^c} X            = gather + sum          (all subsets of one size in one call)
     sum_J Delta_J (x) 1   = one scatter-add       (the adjoint of the partial traces)
@@ -20,9 +20,8 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
-
-from .._sites import complement, subset_dim
+from .._sites import subset_dim
+from ..partial_trace import trace_indices
 
 
 #: entries touched by one sequential composition below which the per-call overhead dominates
@@ -54,21 +53,8 @@ class _Structure:
         self.mobius = self._mobius_groups(n, subsets)
 
     def trace_index(self, S):
-        """Flat indices idx (d_S^2, d_{S^c}) of a D x D matrix with
-        tr_{S^c}[X]_{a,b} = sum_c X.flat[idx[a d_S + b, c]] (kept sites in increasing order,
-        the convention of :func:`qmarginal.partial_trace.partial_trace`)."""
-        n = len(self.dims)
-        strides = [math.prod(self.dims[s + 1:]) for s in range(n)]
-
-        def offsets(sites):
-            out = np.zeros(1, dtype=np.int64)
-            for s in sites:
-                out = (out[:, None] + np.arange(self.dims[s]) * strides[s]).reshape(-1)
-            return out
-
-        kept, traced = offsets(S), offsets(complement(S, n))
-        idx = ((kept[:, None, None] + traced) * self.D + kept[None, :, None] + traced)
-        return self.torch.as_tensor(idx.reshape(len(kept) ** 2, len(traced)), device=self.device)
+        """:func:`qmarginal.partial_trace.trace_indices` of S as a tensor on the device."""
+        return self.torch.as_tensor(trace_indices(self.dims, S), device=self.device)
 
     def _mobius_groups(self, n: int, subsets):
         """The Moebius form of the projection onto span{A_J (x) 1}, or None where it would not
