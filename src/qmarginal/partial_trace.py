@@ -110,17 +110,12 @@ def trace_indices(dims: Sequence[int], keep: Sequence[int]) -> np.ndarray:
     significant, kept sites in increasing order). Gathering with it evaluates many partial
     traces in one call; the index is D^2 entries per subset, for cached use on small systems."""
     dims = tuple(int(d) for d in dims)
-    n = len(dims)
+    keep = tuple(keep)
     D = math.prod(dims)
-    strides = [math.prod(dims[s + 1:]) for s in range(n)]
-
-    def offsets(sites):
-        out = np.zeros(1, dtype=np.int64)
-        for s in sites:
-            out = (out[:, None] + np.arange(dims[s]) * strides[s]).reshape(-1)
-        return out
-
-    kept, traced = offsets(keep), offsets(complement(tuple(keep), n))
+    # flat offsets of (kept digits, traced digits): kept[a] + traced[c]
+    grid = np.arange(D, dtype=np.int64).reshape(dims).transpose(
+        keep + complement(keep, len(dims))).reshape(math.prod(dims[s] for s in keep), -1)
+    kept, traced = grid[:, 0], grid[0]
     idx = (kept[:, None, None] + traced) * D + kept[None, :, None] + traced
     return idx.reshape(len(kept) ** 2, len(traced))
 

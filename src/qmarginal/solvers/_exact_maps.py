@@ -38,6 +38,7 @@ class _Structure:
         self.D = D = math.prod(self.dims)
         self.device = device
         n = len(self.dims)
+        self._index: dict = {}
         self.items = []  # per subset: (J, idx (dJ*dJ, dc), dc)
         for J in subsets:
             idx = self.trace_index(J)
@@ -53,8 +54,13 @@ class _Structure:
         self.mobius = self._mobius_groups(n, subsets)
 
     def trace_index(self, S):
-        """:func:`qmarginal.partial_trace.trace_indices` of S as a tensor on the device."""
-        return self.torch.as_tensor(trace_indices(self.dims, S), device=self.device)
+        """:func:`qmarginal.partial_trace.trace_indices` of S as a tensor on the device (built
+        once per subset: the Moebius form reuses the subsets' own)."""
+        S = tuple(S)
+        if S not in self._index:
+            self._index[S] = self.torch.as_tensor(trace_indices(self.dims, S),
+                                                  device=self.device)
+        return self._index[S]
 
     def _mobius_groups(self, n: int, subsets):
         """The Moebius form of the projection onto span{A_J (x) 1}, or None where it would not

@@ -37,6 +37,9 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
+
+import numpy as np
 
 from .._sites import complement, subset_dim
 
@@ -61,9 +64,9 @@ MU_START = 0.1
 STALL_DECREASE = 0.1
 
 
-#: N = sum_J N_J is gathered with a cached index up to this many entries (M n^2), and built
-#: from strided views beyond
-GATHER_ENTRIES = 1 << 20
+#: N = sum_J N_J is a product with a cached sparse matrix (M entries per row) up to this many
+#: entries M n^2, and a sum of strided views beyond
+GATHER_ENTRIES = 1 << 22
 #: Levenberg-Marquardt is used up to this many entries M n^2 of N (about 10 ns each per
 #: iteration); beyond, the L-BFGS factored path is as fast
 NEWTON_ENTRIES = 1 << 23
@@ -97,7 +100,8 @@ class FactoredMaps:
         self.n_subsets = sum(len(g) for g in group_subsets)
         # N = sum_J N_J, N_J[x, y] = O[y_J + x_C, x_J + y_C] with O = conj(v) conj(v)^T: the
         # outer product with the J axes swapped between its row and column halves. Small
-        # problems gather it with one cached index; large ones add strided views (no index)
+        # problems take it as one product with a cached sparse matrix; large ones add strided
+        # views (no index)
         self.swap_axes = []
         for subsets in group_subsets:
             for J in subsets:
@@ -105,12 +109,30 @@ class FactoredMaps:
                 for i in J:
                     order[i], order[n_sites + 1 + i] = n_sites + 1 + i, i
                 self.swap_axes.append(order)
-        self.swap = None
+        self.swap = None  # (n^2, n^2) sparse: N.flat = swap @ O.flat
         if self.n_subsets * self.n * self.n <= GATHER_ENTRIES:
-            flat = torch.arange(self.n * self.n, device=device).reshape(
-                (self.dims + (rank,)) * 2)
-            self.swap = torch.stack([flat.permute(o).reshape(-1) for o in self.swap_axes]
-                                    ).reshape(-1)
+            # flat position of O[x', y'] for x' = x with its J digits taken from y (and y'
+            # alike): with P_J[x] = sum_{i in J} x_i s_i (s_i the stride of site i in V),
+            # x' n + y' = ((x - P_J[x]) n + P_J[x]) + (P_J[y] n + y - P_J[y])
+            idx = np.arange(self.n)
+            strides = [math.prod(self.dims[i + 1:]) * rank for i in range(n_sites)]
+            place = np.stack([idx // s % d * s for s, d in zip(strides, self.dims)])
+            member = np.array([[i in J for i in range(n_sites)] for g in group_subsets
+                               for J in g], dtype=np.int64)
+            pj = (member @ place).T  # (n, M)
+            row = (idx[:, None] - pj) * self.n + pj
+            col = pj * self.n + idx[:, None] - pj
+            # row (x, y) of the sparse matrix holds the M positions O[swap_J(x, y)] (repeats
+            # add up in the product)
+            cols = torch.as_tensor((row[:, None, :] + col[None, :, :]).reshape(-1),
+                                   device=device)
+            entries = cols.numel()
+            crow = torch.arange(0, entries + 1, self.n_subsets, device=device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+                warnings.simplefilter("ignore")
+                self.swap = torch.sparse_csr_tensor(
+                    crow, cols, torch.ones(entries, dtype=torch.float64, device=device),
+                    (self.n * self.n,) * 2)
         for subsets in group_subsets:
             perms = []
             for J in subsets:
@@ -152,11 +174,13 @@ class FactoredMaps:
             m_z.index_add_(1, mix.reshape(-1), src.reshape(Bn, -1))
         m_z = m_z.reshape(Bn, n, n)
         vc = v.conj().reshape(Bn, n)
-        outer = vc[:, :, None] * vc[:, None, :]
         if self.swap is not None:
-            n_z = (outer.reshape(Bn, -1).index_select(1, self.swap)
-                   .reshape(Bn, self.n_subsets, n, n).sum(1))
+            vt = vc.T  # (n, B): the product takes the elements' O = conj(v) conj(v)^T as columns
+            outer = torch.view_as_real(vt[:, None, :] * vt[None, :, :]).reshape(n * n, 2 * Bn)
+            prod = (self.swap @ outer.to(self.swap.dtype)).to(outer.dtype)
+            n_z = torch.view_as_complex(prod.reshape(n, n, Bn, 2)).permute(2, 0, 1)
         else:
+            outer = vc[:, :, None] * vc[:, None, :]
             o = outer.reshape((Bn,) + (self.dims + (self.rank,)) * 2)
             n_z = torch.zeros_like(o)
             for order in self.swap_axes:
@@ -196,30 +220,33 @@ def _grow(torch, fm: FactoredMaps, mp, v, res):
 
 
 def _probe_lower_rank(torch, mp, v, active, sig_check, *, tol, max_size, deadline):
-    """Try rank r - 1 from the truncated SVD of V for the ``active`` elements whose smallest
-    singular value shrank (see PROBE_EVERY). Returns (v, finished, extra iterations, the new
-    smallest singular values); a finished element's V is its rank r - 1 solution padded with a
-    zero column (the same V V^dagger)."""
+    """Try rank r - 1 from the truncated SVD of V for the ``active`` elements (numpy mask) whose
+    smallest singular value shrank (see PROBE_EVERY). Returns (v, finished, extra iterations,
+    the new smallest singular values), the middle two as numpy arrays; a finished element's V is
+    its rank r - 1 solution padded with a zero column (the same V V^dagger)."""
     u, s, _ = torch.linalg.svd(v, full_matrices=False)
     smin = s[:, -1]
-    finished = torch.zeros_like(active)
-    extra = torch.zeros(v.shape[0], dtype=torch.long, device=v.device)
+    finished = np.zeros(v.shape[0], dtype=bool)
+    extra = np.zeros(v.shape[0], dtype=np.int64)
     if sig_check is None:
         return v, finished, extra, smin
-    shrinking = active & (smin < PROBE_SHRINK * sig_check)
-    if not bool(shrinking.any()):
+    shrinking = active & (smin < PROBE_SHRINK * sig_check).cpu().numpy()
+    if not shrinking.any():
         return v, finished, extra, smin
-    idx = shrinking.nonzero().flatten()
+    pos = np.flatnonzero(shrinking)
+    idx = torch.as_tensor(pos, device=v.device)
     r = v.shape[-1]
     vt = u[idx, :, : r - 1] * s[idx, None, : r - 1].to(u.dtype)
     v2, d2, it2, _ = levenberg_marquardt(mp.select(idx), vt, tol=tol, maxiter=PROBE_ITERATIONS,
                                          max_rank=r - 1, max_size=max_size, deadline=deadline)
-    extra[idx] = it2
-    if bool(d2.any()):
-        win = idx[d2]
+    extra[pos] = it2.cpu().numpy()
+    d2 = d2.cpu().numpy()
+    if d2.any():
+        win = torch.as_tensor(pos[d2], device=v.device)
+        v2 = v2[torch.as_tensor(d2, device=v.device)]
         v = v.clone()
-        v[win] = torch.cat([v2[d2], torch.zeros_like(v2[d2][..., :1])], -1)
-        finished[win] = True
+        v[win] = torch.cat([v2, torch.zeros_like(v2[..., :1])], -1)
+        finished[pos[d2]] = True
     return v, finished, extra, smin
 
 
@@ -260,87 +287,103 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
 
     torch = mp.torch
     Bn, D = v.shape[0], v.shape[1]
+    dev = v.device
     sigmas = [sig.reshape(sig.shape[:2] + (int(math.isqrt(sig.shape[-1])),) * 2)
               for _, sig in mp.groups]
 
     groups = tuple(tuple(tuple(J) for J in g) for g in mp.group_subsets)
 
     def maps(r):
-        return factored_maps(mp.dims, groups, r, str(v.device))
+        return factored_maps(mp.dims, groups, r, str(dev))
 
+    def host(t):
+        return t.detach().cpu().numpy()
+
+    # the iterate lives in torch; the per-element bookkeeping (damping, acceptance, stall and
+    # patience tests: a dozen operations on B numbers per iteration) in numpy
     fm = maps(v.shape[-1])
     vts = fm.regroup(v)
     res = fm.residual(vts, sigmas)
-    h = _sq(res)
-    done = _normalised_deviation(torch, v, res, sigmas) <= tol
-    iters = torch.zeros(Bn, dtype=torch.long, device=v.device)
-    mu = torch.full((Bn,), MU_START, dtype=torch.float64, device=v.device)
-    nu = torch.full_like(mu, 2.0)
-    slow = torch.zeros(Bn, dtype=torch.long, device=v.device)  # accurate but tiny steps in a row
+    h = host(_sq(res))
+    done = host(_normalised_deviation(torch, v, res, sigmas)) <= tol
+    iters = np.zeros(Bn, dtype=np.int64)
+    mu = np.full(Bn, MU_START)
+    nu = np.full(Bn, 2.0)
+    slow = np.zeros(Bn, dtype=np.int64)  # accurate but tiny steps in a row
     hist = [h]
     log = []
-    model = None  # (b, H) at the current V; kept through rejected steps
-    eye = torch.eye(1)
+    model = None  # (b, H, max diag H) at the current V; kept through rejected steps
     # the deviation is measured only once h is small enough for it to be near the tolerance
     near = (1e2 * tol) ** 2 * sum(s[0].numel() for s in sigmas)
-    quit = torch.zeros_like(done)  # frozen: off track after `patience` iterations
+    quit = np.zeros_like(done)  # frozen: off track after `patience` iterations
     r_start = v.shape[-1]
-    probes = torch.zeros(Bn, dtype=torch.long, device=v.device)
+    probes = np.zeros(Bn, dtype=np.int64)
     at_rank = 0  # iterations since the last growth
     sig_check = None  # smallest singular value of V at the last probe check
     k = 0
-    while k < maxiter and not bool((done | quit).all()):
+    while k < maxiter and not (done | quit).all():
         if deadline is not None and time.perf_counter() > deadline:
             break
         k += 1
         n = fm.n
+        active = ~(done | quit)
         if model is None:
             gz = fm.gradient(vts, res)
-            model = (torch.cat([gz.real, gz.imag], -1), fm.hessian(v, vts))
-        bvec, H = model
-        lam = mu * h.sqrt()
-        if eye.shape[-1] != 2 * n:
-            eye = torch.eye(2 * n, dtype=H.dtype, device=H.device)
+            H = fm.hessian(v, vts)
+            model = (torch.cat([gz.real, gz.imag], -1), H,
+                     host(H.diagonal(0, -2, -1).amax(-1)))
+        bvec, H, hdiag = model
         # H is PSD but singular (the gauge V -> V U): keep lambda above rounding level
-        lam = torch.maximum(lam, 1e-13 * H.diagonal(0, -2, -1).amax(-1))
-        chol, info = torch.linalg.cholesky_ex(H + lam[:, None, None] * eye)
+        lam = np.maximum(mu * np.sqrt(h), 1e-13 * hdiag)
+        damped = H.clone()
+        damped.diagonal(0, -2, -1).add_(torch.as_tensor(lam, device=dev)[:, None])
+        chol, info = torch.linalg.cholesky_ex(damped)
         if bool((info > 0).any()):
-            u = torch.linalg.lstsq(H + lam[:, None, None] * eye, -bvec[..., None]).solution[..., 0]
+            u = torch.linalg.lstsq(damped, -bvec[..., None]).solution[..., 0]
+            pred = -(4 * (bvec * u).sum(-1) + 2 * (u[:, None, :] @ H @ u[:, :, None])[:, 0, 0])
+            pred = host(pred)
         else:
             u = torch.cholesky_solve(-bvec[..., None], chol)[..., 0]
-        pred = -(4 * (bvec * u).sum(-1) + 2 * (u[:, None, :] @ H @ u[:, :, None])[:, 0, 0])
+            # the model decrease -(4 b.u + 2 u.H u), with u.H u = -b.u - lambda |u|^2
+            bu, uu = host(torch.stack([(bvec * u).sum(-1), (u * u).sum(-1)]))
+            pred = -2 * bu + 2 * lam * uu
         dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
-        dz = dz * (~(done | quit)).to(dz.dtype)[:, None, None]
+        if not active.all():
+            dz = dz * torch.as_tensor(active, device=dev).to(dz.dtype)[:, None, None]
         v_new = v + dz
         vts_new = fm.regroup(v_new)
         res_new = fm.residual(vts_new, sigmas)
-        h_new = _sq(res_new)
-        ratio = (h - h_new) / pred.clamp_min(1e-300)
-        accept = (ratio > 1e-4) & ~done & ~quit
+        h_new = host(_sq(res_new))
+        ratio = (h - h_new) / np.maximum(pred, 1e-300)
+        accept = (ratio > 1e-4) & active
         # Nielsen's damping update: shrink smoothly on good steps, grow geometrically on bad
-        shrink = (1 - (2 * ratio.clamp(0, 1) - 1) ** 3).clamp_min(1 / 3)
-        mu = torch.where(accept, (mu * shrink).clamp_min(1e-12), (mu * nu).clamp_max(1e12))
-        nu = torch.where(accept, torch.full_like(nu, 2.0), (nu * 2).clamp_max(2.0 ** 20))
+        shrink = np.maximum(1 - (2 * np.clip(ratio, 0, 1) - 1) ** 3, 1 / 3)
+        mu = np.where(accept, np.maximum(mu * shrink, 1e-12), np.minimum(mu * nu, 1e12))
+        nu = np.where(accept, 2.0, np.minimum(nu * 2, 2.0 ** 20))
         tiny = accept & (ratio > 0.5) & (h - h_new < STALL_DECREASE * h)
-        slow = torch.where(tiny, slow + 1, torch.where(accept, torch.zeros_like(slow), slow))
-        if bool(accept.any()):
-            sel = accept[:, None, None]
+        slow = np.where(tiny, slow + 1, np.where(accept, 0, slow))
+        if accept.all():
+            v, vts, res = v_new, vts_new, res_new
+            model = None
+        elif accept.any():
+            sel = torch.as_tensor(accept, device=dev)[:, None, None]
             v = torch.where(sel, v_new, v)
             vts = [torch.where(sel[..., None], a, b) for a, b in zip(vts_new, vts)]
             res = [torch.where(sel[..., None], a, b) for a, b in zip(res_new, res)]
-            h = torch.where(accept, h_new, h)
             model = None
-        iters += (~(done | quit)).long()
-        if bool((h <= near).any()):
-            done = done | (_normalised_deviation(torch, v, res, sigmas) <= tol)
+        h = np.where(accept, h_new, h)
+        iters += active
+        if (h <= near).any():
+            done = done | (host(_normalised_deviation(torch, v, res, sigmas)) <= tol)
         hist.append(h)
         # a stall at h > 0 (the model is accurate but h hardly moves, or no step is accepted,
         # or slow progress over a window): too few columns
         if patience is not None and k >= patience and len(hist) > PROGRESS_WINDOW:
-            rate = (h / hist[-1 - PROGRESS_WINDOW]).clamp(1e-300, 1.0)
-            left = PROGRESS_WINDOW * torch.log(h.clamp_min(1e-300) / tol ** 2) / -torch.log(rate)
+            rate = np.clip(h / hist[-1 - PROGRESS_WINDOW], 1e-300, 1.0)
+            with np.errstate(divide="ignore"):
+                left = PROGRESS_WINDOW * np.log(np.maximum(h, 1e-300) / tol ** 2) / -np.log(rate)
             quit = quit | (~done & ((rate >= 1.0) | (k + left > maxiter)))
-        if bool((done | quit).all()):
+        if (done | quit).all():
             break
         active = ~done & ~quit
         stalled = active & ((slow >= 2) | (nu > 2 ** 6))
@@ -354,37 +397,37 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
                                        max_size=max_size, deadline=deadline)
             v, finished, extra, sig_check = probed
             iters += extra
-            probes += (extra > 0).long()
-            if bool(finished.any()):
+            probes += extra > 0
+            if finished.any():
                 done = done | finished
                 vts = fm.regroup(v)
                 res = fm.residual(vts, sigmas)
-                h = _sq(res)
+                h = host(_sq(res))
                 model = None
-                if bool((done | quit).all()):
+                if (done | quit).all():
                     break
                 stalled = stalled & ~finished
-        if bool(stalled.any()) and r >= max_rank:
+        if stalled.any() and r >= max_rank:
             break  # stalled at the largest rank allowed: the caller takes over
-        if bool(stalled.any()) and not newton_fits(fm.n_subsets, D, r + 1, max_size):
+        if stalled.any() and not newton_fits(fm.n_subsets, D, r + 1, max_size):
             v = _grow(torch, fm, mp, v, res)  # too large for these steps: the caller goes on
             log.append(f"+1@{k}")
             break
-        if bool(stalled.any()):
+        if stalled.any():
             v = _grow(torch, fm, mp, v, res)
             at_rank = 0
             sig_check = torch.linalg.svdvals(v)[:, -1]
             fm = maps(r + 1)
             vts = fm.regroup(v)
             res = fm.residual(vts, sigmas)
-            h = _sq(res)
-            mu = torch.full_like(mu, MU_START)
-            nu = torch.full_like(nu, 2.0)
-            slow = torch.zeros_like(slow)
+            h = host(_sq(res))
+            mu = np.full(Bn, MU_START)
+            nu = np.full(Bn, 2.0)
+            slow = np.zeros(Bn, dtype=np.int64)
             hist = [h]
             model = None
             log.append(f"+1@{k}")
-    return v, done, iters, log
+    return (v, torch.as_tensor(done, device=dev), torch.as_tensor(iters, device=dev), log)
 
 
 __all__ = ["FactoredMaps", "levenberg_marquardt", "newton_fits"]

@@ -173,20 +173,20 @@ def _flat_problem(problem: MarginalProblem, torch, device):
     return Bn, subsets, sigmas
 
 
-def _rank_bound(sigmas, D: int, rel_tol: float, torch):
+def _rank_bound(aff, rel_tol: float):
     """Lower bound max_J ceil(rank(sigma_J) / d_{J^c}) on the rank of every compatible state,
-    and whether some marginal is rank-deficient, per batch element."""
-    Bn = sigmas[0].shape[0]
-    dev = sigmas[0].device
-    lb = torch.ones(Bn, dtype=torch.long, device=dev)
-    deficient = torch.zeros(Bn, dtype=torch.bool, device=dev)
-    for s in sigmas:
-        w = torch.linalg.eigvalsh(s)
-        r = (w > rel_tol * w.amax(-1, keepdim=True)).sum(-1)
-        dJ = s.shape[-1]
-        dc = D // dJ
-        lb = torch.maximum(lb, (r + dc - 1) // dc)
-        deficient |= r < dJ
+    and whether some marginal is rank-deficient, per batch element (one eigvalsh per group of
+    equally sized marginals of ``aff``, a :class:`MarginalMaps`)."""
+    torch = aff.torch
+    lb = torch.ones(aff.B, dtype=torch.long, device=aff.device)
+    deficient = torch.zeros(aff.B, dtype=torch.bool, device=aff.device)
+    for idx, sig in aff.groups:
+        dJ = math.isqrt(idx.shape[1])
+        dc = aff.D // dJ
+        w = torch.linalg.eigvalsh(sig.reshape(sig.shape[:2] + (dJ, dJ)))
+        r = (w > rel_tol * w.amax(-1, keepdim=True)).sum(-1)  # (B, M)
+        lb = torch.maximum(lb, ((r + dc - 1) // dc).amax(-1))
+        deficient |= (r < dJ).any(-1)
     return lb, deficient
 
 
@@ -743,7 +743,7 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
     # 1. the MIO of the seed (with a rank-deficient marginal, checked only when a Cholesky
     #    factorisation admits it: a PSD X with tr_{J^c} X = sigma_J vanishes on
     #    ker(sigma_J) (x) H, which the MIO of the maximally mixed state rarely does)
-    lb, deficient = _rank_bound(sigmas, D, st.rank_tol, torch)
+    lb, deficient = _rank_bound(aff, st.rank_tol)
     x = aff.project(x)
     done = torch.zeros(Bn, dtype=torch.bool, device=device)
     check_mio = ~deficient if x0 is None else torch.ones_like(done)
