@@ -186,9 +186,9 @@ class FactoredMaps:
             for order in self.swap_axes:
                 n_z.add_(o.permute([0] + [1 + i for i in order]))
             n_z = n_z.reshape(Bn, n, n)
-        top = torch.cat([m_z.real + n_z.real, -(m_z.imag + n_z.imag)], -1)
-        bottom = torch.cat([m_z.imag - n_z.imag, m_z.real - n_z.real], -1)
-        return torch.cat([top, bottom], -2)
+        p_z, q_z = m_z + n_z, m_z - n_z
+        return torch.cat([torch.cat([p_z.real, -p_z.imag], -1),
+                          torch.cat([q_z.imag, q_z.real], -1)], -2)
 
 
 def _sq(res):
@@ -248,6 +248,19 @@ def _probe_lower_rank(torch, mp, v, active, sig_check, *, tol, max_size, deadlin
         v[win] = torch.cat([v2, torch.zeros_like(v2[..., :1])], -1)
         finished[pos[d2]] = True
     return v, finished, extra, smin
+
+
+def _damped_step(torch, H, lam, b):
+    """u = -(H + diag(lambda)) \\ b per element (B, 2n), by Cholesky; an element whose damped
+    matrix is not numerically positive definite falls back to least squares."""
+    damped = H.clone()
+    damped.diagonal(0, -2, -1).add_(torch.as_tensor(lam, dtype=H.dtype, device=H.device)[:, None])
+    chol, info = torch.linalg.cholesky_ex(damped)
+    u = torch.cholesky_solve(-b[..., None], chol)[..., 0]
+    bad = info > 0
+    if bool(bad.any()):
+        u[bad] = torch.linalg.lstsq(damped[bad], -b[bad][..., None]).solution[..., 0]
+    return u
 
 
 @functools.lru_cache(maxsize=4)
@@ -335,18 +348,10 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         bvec, H, hdiag = model
         # H is PSD but singular (the gauge V -> V U): keep lambda above rounding level
         lam = np.maximum(mu * np.sqrt(h), 1e-13 * hdiag)
-        damped = H.clone()
-        damped.diagonal(0, -2, -1).add_(torch.as_tensor(lam, device=dev)[:, None])
-        chol, info = torch.linalg.cholesky_ex(damped)
-        if bool((info > 0).any()):
-            u = torch.linalg.lstsq(damped, -bvec[..., None]).solution[..., 0]
-            pred = -(4 * (bvec * u).sum(-1) + 2 * (u[:, None, :] @ H @ u[:, :, None])[:, 0, 0])
-            pred = host(pred)
-        else:
-            u = torch.cholesky_solve(-bvec[..., None], chol)[..., 0]
-            # the model decrease -(4 b.u + 2 u.H u), with u.H u = -b.u - lambda |u|^2
-            bu, uu = host(torch.stack([(bvec * u).sum(-1), (u * u).sum(-1)]))
-            pred = -2 * bu + 2 * lam * uu
+        u = _damped_step(torch, H, lam, bvec)
+        # the model decrease -(4 b.u + 2 u.H u), with u.H u = -b.u - lambda |u|^2
+        bu, uu = host(torch.stack([(bvec * u).sum(-1), (u * u).sum(-1)]))
+        pred = -2 * bu + 2 * lam * uu
         dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
         if not active.all():
             dz = dz * torch.as_tensor(active, device=dev).to(dz.dtype)[:, None, None]
