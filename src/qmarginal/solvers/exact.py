@@ -710,9 +710,18 @@ def solve(problem: MarginalProblem, *, x0=None, settings: ExactSettings | None =
             raise MarginalError(f"unknown option(s) for method='exact': {unknown}; "
                                 f"settings are {sorted(fields)}")
         settings = ExactSettings(**{**fields, **overrides})
-    st = settings
     torch = B.torch_module()
     t_start = time.perf_counter()
+    # no autograd bookkeeping in the inner loops (small problems are bound by per-call overhead)
+    with torch.inference_mode():
+        out = _solve(problem, x0, settings, torch, t_start)
+    if B.is_torch(out.state):
+        out.state = out.state.clone()  # an ordinary tensor again (usable with autograd)
+    return out
+
+
+def _solve(problem: MarginalProblem, x0, st: ExactSettings, torch, t_start: float):
+    """The body of :func:`solve` (run in torch's inference mode)."""
     deadline = None if st.time_limit is None else t_start + st.time_limit
 
     sig = next(iter(problem.marginals.values()))
