@@ -218,6 +218,24 @@ class MarginalMaps:
             return self._mobius_tangent(x)
         return self._compose(x, False)
 
+    def descent_directions(self, deltas):
+        """Eigenvalues (ascending) and eigenvectors of G = sum_J Delta_J (x) 1_{J^c}, for
+        residuals Delta_J per group (any layout of their d_J x d_J entries). The most negative
+        ones are the steepest directions for a new rank-one term of a factored state: the
+        derivative of sum_J ||Delta_J||^2 along s u u^dagger is 2 u^dagger G u."""
+        g = self.adjoint([d.reshape(d.shape[0], d.shape[1], -1) for d in deltas])
+        return self.torch.linalg.eigh(0.5 * (g + g.mH))
+
+    def normalised_deviation(self, res, trace):
+        """max_J max |(R_J + sigma_J) / tr Y - sigma_J| per element: the marginal deviation of
+        Y / tr Y from its residuals R_J = tr_{J^c} Y - sigma_J (per group, any layout of their
+        d_J x d_J entries) and its trace, without forming Y."""
+        devs = []
+        for r, (_, sig) in zip(res, self.groups):
+            d = (r.reshape(sig.shape) + sig) / trace[:, None, None] - sig
+            devs.append(d.abs().amax(dim=(-2, -1)))
+        return self.torch.stack(devs).amax(0)
+
     def deviation(self, x):
         """max_J max |tr_{J^c} x - sigma_J| per batch element, (B,)."""
         devs = [r.abs().amax(dim=(-2, -1)) for r in self.residual(x)]

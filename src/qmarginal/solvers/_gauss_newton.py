@@ -6,7 +6,8 @@ The factored path of the exact solver looks for rho = V V^dagger with V in C^{D 
 
 Regroup the sites of V as (J, J^c) and fold J^c into the columns: V~_J in C^{d_J x d_{J^c} r}.
 Then tr_{J^c}(V V^dagger) = V~_J V~_J^dagger, a product of a d_J x (d_{J^c} r) matrix with its
-adjoint (no D x D matrix is formed). For a step dV (dV~_J regrouped alike) with E_J = dV~_J V~_J^dagger,
+adjoint (no D x D matrix is formed). For a step dV (dV~_J regrouped alike) with
+E_J = dV~_J V~_J^dagger,
 
     h(V + dV) = h(V) + 4 Re <G_J, dV~_J> + 2 ||E_J||^2 + 2 Re tr(E_J^2) + O(|dV|^3),
     G_J = R_J V~_J,
@@ -197,20 +198,10 @@ def _sq(res):
     return sum(torch.linalg.vector_norm(r, dim=(-3, -2, -1)) ** 2 for r in res)
 
 
-def _normalised_deviation(torch, v, res, sigmas):
-    """max_J max |tr_{J^c}(V V^dagger) / tr(V V^dagger) - sigma_J| per element."""
-    tr = (v.abs() ** 2).sum((-2, -1))
-    devs = [((r + s) / tr[:, None, None, None] - s).abs().amax((-3, -2, -1))
-            for r, s in zip(res, sigmas)]
-    return torch.stack(devs).amax(0)
-
-
 def _grow(torch, fm: FactoredMaps, mp, v, res):
     """Add one column along the most negative eigenvector u of G = sum_J R_J (x) 1, scaled by
     the minimiser s of h + 2 s u^dagger G u + s^2 sum_J ||tr_{J^c} u u^dagger||^2."""
-    Bn = v.shape[0]
-    g = mp.adjoint([r.reshape(Bn, r.shape[1], -1) for r in res])
-    w, u = torch.linalg.eigh(0.5 * (g + g.mH))
+    w, u = mp.descent_directions(res)
     u0, w0 = u[..., :, 0], w[..., 0]
     uu = u0[..., :, None] * u0.conj()[..., None, :]
     q = sum((t.abs() ** 2).sum((-2, -1)) for t in mp.ptrace(uu))
@@ -331,13 +322,16 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     def host(t):
         return t.detach().cpu().numpy()
 
+    def deviation(v, res):
+        return host(mp.normalised_deviation(res, (v.abs() ** 2).sum((-2, -1))))
+
     # the iterate lives in torch; the per-element bookkeeping (damping, acceptance, stall and
     # patience tests: a dozen operations on B numbers per iteration) in numpy
     fm = maps(v.shape[-1])
     vts = fm.regroup(v)
     res = fm.residual(vts, sigmas)
     h = host(_sq(res))
-    done = host(_normalised_deviation(torch, v, res, sigmas)) <= tol
+    done = deviation(v, res) <= tol
     iters = np.zeros(Bn, dtype=np.int64)
     mu = np.full(Bn, MU_START)
     nu = np.full(Bn, 2.0)
@@ -398,7 +392,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         h = np.where(accept, h_new, h)
         iters += active
         if (h <= near).any():
-            done = done | (host(_normalised_deviation(torch, v, res, sigmas)) <= tol)
+            done = done | (deviation(v, res) <= tol)
         hist.append(h)
         # a stall at h > 0 (the model is accurate but h hardly moves, or no step is accepted,
         # or slow progress over a window): too few columns

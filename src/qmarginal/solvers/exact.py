@@ -190,10 +190,6 @@ def _rank_bound(aff, rel_tol: float):
     return lb, deficient
 
 
-def _hermitian_eigh(torch, x):
-    return torch.linalg.eigh(0.5 * (x + x.mH))
-
-
 class _LBFGS:
     """Batched L-BFGS in the compact form (Byrd, Nocedal and Schnabel 1994).
 
@@ -514,12 +510,7 @@ class _Factored:
 
     def normalised_deviation(self):
         """max |tr_{J^c}(Y / tr Y) - sigma_J| per element, from the tracked residuals."""
-        tr = B.trace(self.y).real
-        devs = []
-        for r, (_, sig) in zip(self.res, self.mp.groups):
-            d = (r + sig) / _bcast(tr, r).to(r.dtype) - sig
-            devs.append(d.abs().amax(dim=(-2, -1)))
-        return self.mp.torch.stack(devs).amax(0)
+        return self.mp.normalised_deviation(self.res, B.trace(self.y).real)
 
     def rho(self):
         tr = B.trace(self.y).real
@@ -530,8 +521,7 @@ def _grow(fac: _Factored, add: int):
     """Add ``add`` columns along the most negative eigenvectors of sum_J Delta_J (x) 1 (the
     steepest directions for a new rank-one term), jointly scaled by an exact line search."""
     torch = fac.mp.torch
-    h = fac.mp.adjoint(fac.res)
-    w, u = _hermitian_eigh(torch, h)
+    w, u = fac.mp.descent_directions(fac.res)
     cols = u[..., :, :add]
     fac.v = torch.cat([fac.v, torch.zeros_like(cols)], dim=-1)
     p = torch.cat([torch.zeros_like(fac.v[..., :-add]), cols], dim=-1)
