@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from qmarginal.solvers._exact_maps import MarginalMaps, structure  # noqa: E402
 from qmarginal.solvers._gauss_newton import (FactoredMaps, levenberg_marquardt,  # noqa: E402
                                               _sq)
-from qmarginal.solvers.exact import _flat_problem, solve  # noqa: E402
+from qmarginal.solvers.exact import _flat_problem, clear_cache, solve  # noqa: E402
 
 STRUCTURES = [
     ((2, 2, 2, 2, 2), 2, 2),           # N5k2, rank 2
@@ -244,13 +244,17 @@ def test_mobius_projection_is_impose(dims, subsets, rng):
     p = (MarginalProblem.from_state(rho, k=subsets, dims=dims) if isinstance(subsets, int)
          else MarginalProblem.from_state(rho, subsets=subsets, dims=dims))
     _, subs, sigmas = _flat_problem(p, torch, "cpu")
+    clear_cache()
     mp = MarginalMaps(dims, subs, sigmas, torch)
-    assert mp.mobius is not None  # the Moebius form is the one under test
     x = rng.standard_normal((D, D)) + 1j * rng.standard_normal((D, D))
     xt = torch.as_tensor(x)[None]
+    # a first projection composes the Q_J (the Moebius form is built on first use of tangent)
+    assert not mp._structure.mobius_built
     assert np.allclose(mp.project(xt)[0].numpy(), qm.impose(x, p), atol=tol_for(x))
     zero = {J: 0 * s for J, s in p.marginals.items()}
     assert np.allclose(mp.tangent(xt)[0].numpy(), qm.impose(x, zero, dims), atol=tol_for(x))
+    assert mp._structure.mobius  # the Moebius form is the one under test
+    assert np.allclose(mp.project(xt)[0].numpy(), qm.impose(x, p), atol=tol_for(x))
 
 
 def test_structure_cache_keeps_marginals_apart(rng):

@@ -51,7 +51,20 @@ class _Structure:
         # equally sized subsets stacked: idx (M, dJ*dJ, dc)
         self.group_idx = [torch.stack([self.items[i][1] for i in g]) for g in groups.values()]
         self.group_subsets = [[self.items[i][0] for i in g] for g in groups.values()]
-        self.mobius = self._mobius_groups(n, subsets)
+        self._subsets = subsets
+        self._mobius = None  # built on first use (see ``mobius``)
+
+    @property
+    def mobius_built(self) -> bool:
+        return self._mobius is not None
+
+    @property
+    def mobius(self):
+        """The Moebius groups of ``_mobius_groups`` (False where the form does not pay), built
+        on first use: a solve that projects only once or twice does not pay for them."""
+        if self._mobius is None:
+            self._mobius = self._mobius_groups(len(self.dims), self._subsets) or False
+        return self._mobius
 
     def trace_index(self, S):
         """:func:`qmarginal.partial_trace.trace_indices` of S as a tensor on the device (built
@@ -146,11 +159,8 @@ class MarginalMaps:
                        for idx, pos in zip(st.group_idx, st.group_positions)]
         #: the subsets of each group, in the order of its stacked axis
         self.group_subsets = st.group_subsets
-        self.mobius = st.mobius
-        self.offset = None
-        if self.mobius is not None:  # P_A(0), for project(x) = tangent(x) + P_A(0)
-            self.offset = self._compose(torch.zeros((self.B, D, D), dtype=s0.dtype,
-                                                    device=self.device), True)
+        self._structure = st
+        self._offset = None  # P_A(0), for project(x) = tangent(x) + P_A(0) in the Moebius form
 
     def select(self, keep) -> "MarginalMaps":
         """The same maps for the batch elements ``keep`` (index tensor)."""
@@ -159,8 +169,18 @@ class MarginalMaps:
         out.B = len(keep)
         out.items = [(J, idx, sig[keep], dc) for J, idx, sig, dc in self.items]
         out.groups = [(idx, sig[keep]) for idx, sig in self.groups]
-        out.offset = None if self.offset is None else self.offset[keep]
+        out._offset = None if self._offset is None else self._offset[keep]
         return out
+
+    @property
+    def offset(self):
+        """P_A(0) = the MIO of the zero matrix (built on first use)."""
+        if self._offset is None:
+            torch = self.torch
+            zero = torch.zeros((self.B, self.D, self.D), dtype=self.groups[0][1].dtype,
+                               device=self.device)
+            self._offset = self._compose(zero, True)
+        return self._offset
 
     # ------------------------------------------------------------------ all subsets at once
     def ptrace(self, x):
@@ -200,21 +220,22 @@ class MarginalMaps:
         flat = out
         Bn = out.shape[0]
         out = out.clone()
-        for idx, coef in self.mobius:
+        for idx, coef in self._structure.mobius:
             v = flat[:, idx].sum(-1) * coef[:, None].to(flat.dtype)  # c_S tr_{S^c} x / d_{S^c}
             out.index_add_(1, idx.reshape(-1), -v[..., None].expand(v.shape + (idx.shape[-1],))
                            .reshape(Bn, -1))
         return out.reshape(x.shape)
 
     def project(self, x):
-        """P_A(x): the MIO composition (same as ``impose(x, problem)``)."""
-        if self.mobius is not None:
+        """P_A(x): the MIO composition (same as ``impose(x, problem)``); in the Moebius form
+        once that is built (by ``tangent``, i.e. by an iteration that projects repeatedly)."""
+        if self._structure.mobius_built and self._structure.mobius:
             return self._mobius_tangent(x) + self.offset
         return self._compose(x, True)
 
     def tangent(self, x):
         """P_T(x) = P_A(x) - P_A(0): the projection onto {X : every tr_{J^c} X = 0}."""
-        if self.mobius is not None:
+        if self._structure.mobius:
             return self._mobius_tangent(x)
         return self._compose(x, False)
 
