@@ -16,9 +16,24 @@ from conftest import tol_for
 torch = pytest.importorskip("torch")
 
 from qmarginal.solvers._exact_maps import MarginalMaps, structure  # noqa: E402
-from qmarginal.solvers._gauss_newton import (FactoredMaps, levenberg_marquardt,  # noqa: E402
-                                              _sq)
+from qmarginal.solvers._gauss_newton import (Backend, FactoredMaps,  # noqa: E402
+                                              levenberg_marquardt, _sq)
 from qmarginal.solvers.exact import _flat_problem, clear_cache, solve  # noqa: E402
+
+@pytest.fixture(params=["numpy", "torch"], autouse=True)
+def backend(request, monkeypatch):
+    """Every test here runs with the iteration in numpy (the CPU default) and in torch (the
+    GPU path, exercised on the CPU)."""
+    import qmarginal.solvers._gauss_newton as gn
+
+    monkeypatch.setattr(gn, "NUMPY_ON_CPU", request.param == "numpy")
+    return request.param
+
+
+def _t(x):
+    """A torch tensor of a numpy or torch array."""
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+
 
 STRUCTURES = [
     ((2, 2, 2, 2, 2), 2, 2),           # N5k2, rank 2
@@ -35,8 +50,9 @@ def _maps(dims, k, rank, state_rank=2, seed=0):
          else MarginalProblem.from_state(rho, subsets=k, dims=dims))
     _, subsets, sigmas = _flat_problem(p, torch, "cpu")
     mp = MarginalMaps(dims, subsets, sigmas, torch)
-    fm = FactoredMaps(dims, mp.group_subsets, rank, torch, torch.device("cpu"))
-    sig = [s.reshape(s.shape[:2] + (int(round(s.shape[-1] ** 0.5)),) * 2) for _, s in mp.groups]
+    fm = FactoredMaps(dims, mp.group_subsets, rank, Backend(torch, "cpu"))
+    sig = [fm.backend.from_torch(s.reshape(s.shape[:2] + (int(round(s.shape[-1] ** 0.5)),) * 2))
+           for _, s in mp.groups]
     return p, mp, fm, sig
 
 
@@ -51,10 +67,10 @@ def test_regrouped_products_are_partial_traces(dims, k, rank):
     D = fm.D
     gen = torch.Generator().manual_seed(1)
     v = torch.randn((1, D, rank), dtype=torch.complex128, generator=gen)
-    res = fm.residual(fm.regroup(v), sig)
+    res = fm.residual(fm.regroup(fm.backend.from_torch(v)), sig)
     y = (v[0] @ v[0].mH).numpy()
     for got, want, s in zip(res, _ptraces(mp, y), sig):
-        assert np.allclose(got[0].numpy() + s[0].numpy(), want, atol=tol_for(y))
+        assert np.allclose(_t(got)[0].numpy() + _t(s)[0].numpy(), want, atol=tol_for(y))
 
 
 @pytest.mark.parametrize("gather", [True, False])
@@ -73,16 +89,17 @@ def test_gauss_newton_model(dims, k, rank, gather, monkeypatch):
     u = torch.randn((1, 2 * n), dtype=torch.float64, generator=gen)
     u = u / torch.linalg.vector_norm(u)
     dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
-    vts = fm.regroup(v)
+    vb = fm.backend.from_torch(v)
+    vts = fm.regroup(vb)
     res = fm.residual(vts, sig)
-    gz = fm.gradient(vts, res)
+    gz = _t(fm.gradient(vts, res))
     b = torch.cat([gz.real, gz.imag], -1)
-    H = fm.hessian(v, vts)
+    H = _t(fm.hessian(vb, vts))
     assert torch.allclose(H, H.mT, atol=1e-14)
     assert float(torch.linalg.eigvalsh(H).min()) > -1e-12  # positive semidefinite
 
     def h(x):
-        return float(_sq(fm.residual(fm.regroup(x), sig))[0])
+        return float(_sq(fm.residual(fm.regroup(fm.backend.from_torch(x)), sig))[0])
 
     t = 1e-5
     slope = (h(v + t * dz) - h(v - t * dz)) / (2 * t)

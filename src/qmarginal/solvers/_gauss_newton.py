@@ -78,27 +78,173 @@ def newton_fits(n_subsets: int, D: int, rank: int, max_size: int) -> bool:
     return D * rank <= max_size and n_subsets * (D * rank) ** 2 <= NEWTON_ENTRIES
 
 
+class Backend:
+    """The few array operations of the iteration whose spelling differs between torch (any
+    device) and numpy/scipy (CPU), so that everything else is written once for both. On the
+    CPU the iteration runs in numpy: its small operations cost a third of torch's per-call
+    overhead, which sets the time of problems with D r up to a few hundred.
+
+    Args:
+        torch: the torch module (conversions at the boundary).
+        device: the torch device of the caller's tensors; numpy is used on the CPU when
+            ``NUMPY_ON_CPU`` is set.
+    """
+
+    def __init__(self, torch, device, numpy_on_cpu: bool | None = None):
+        self.torch = torch
+        self.device = torch.device(device)
+        on_cpu = NUMPY_ON_CPU if numpy_on_cpu is None else numpy_on_cpu
+        self.numpy = self.device.type == "cpu" and on_cpu
+
+    # conversions ------------------------------------------------------------------------
+    def from_torch(self, t):
+        return t.detach().numpy() if self.numpy else t
+
+    def to_torch(self, a):
+        return self.torch.from_numpy(a) if self.numpy else a
+
+    def host(self, a) -> np.ndarray:
+        """A numpy copy or view of a (small) array."""
+        return a if self.numpy else a.detach().cpu().numpy()
+
+    def index(self, a: np.ndarray):
+        """An integer index array (built in numpy) for indexing this backend's arrays."""
+        return a if self.numpy else self.torch.as_tensor(a, device=self.device)
+
+    def mask(self, m: np.ndarray):
+        return m if self.numpy else self.torch.as_tensor(m, device=self.device)
+
+    # array operations -------------------------------------------------------------------
+    def adjoint(self, x):
+        """Conjugate transpose of the last two axes."""
+        return np.conj(np.swapaxes(x, -1, -2)) if self.numpy else x.mH
+
+    def cat(self, xs, axis: int):
+        return np.concatenate(xs, axis) if self.numpy else self.torch.cat(xs, axis)
+
+    def stack(self, xs, axis: int = 0):
+        return np.stack(xs, axis) if self.numpy else self.torch.stack(xs, axis)
+
+    def where(self, mask: np.ndarray, a, b):
+        """a where the per-element ``mask`` (numpy, (B,)) holds, else b."""
+        m = self.mask(mask).reshape((-1,) + (1,) * (a.ndim - 1))
+        return np.where(m, a, b) if self.numpy else self.torch.where(m, a, b)
+
+    def empty(self, shape, like):
+        """An uninitialised array of ``like``'s dtype (and device)."""
+        if self.numpy:
+            return np.empty(shape, dtype=like.dtype)
+        return self.torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    def permute(self, x, order):
+        return x.transpose(order) if self.numpy else x.permute(order)
+
+    def sparse_ones(self, crow: np.ndarray, cols: np.ndarray, shape):
+        """The CSR matrix with ones at (row, cols[crow[row]:crow[row + 1]]) (repeats add)."""
+        if self.numpy:  # complex values: scipy multiplies complex by complex fastest
+            import scipy.sparse
+
+            return scipy.sparse.csr_matrix((np.ones(len(cols), dtype=complex), cols, crow),
+                                           shape=shape)
+        values = np.ones(len(cols))
+        torch = self.torch
+        with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(*(torch.as_tensor(a, device=self.device)
+                                             for a in (crow, cols, values)), shape)
+
+    def spmm(self, S, x):
+        """S @ x for a real sparse S and a complex dense x (p x c)."""
+        if self.numpy:
+            return S @ x
+        torch = self.torch
+        xr = torch.view_as_real(x.contiguous()).reshape(x.shape[0], -1)
+        return torch.view_as_complex((S @ xr).reshape(S.shape[0], x.shape[1], 2))
+
+    def damped_solve(self, H, lam: np.ndarray, b):
+        """u = -(H + diag(lambda)) \\ b per element (B, 2n), by Cholesky; an element whose
+        damped matrix is not numerically positive definite falls back to least squares."""
+        if self.numpy:
+            from scipy.linalg import lapack
+
+            out = np.empty_like(b)
+            for i in range(H.shape[0]):
+                a = H[i].copy()
+                a.flat[:: a.shape[0] + 1] += lam[i]
+                _, x, info = lapack.dposv(a, -b[i], lower=1)
+                if info != 0:
+                    a = H[i] + np.diag(np.full(a.shape[0], lam[i]))
+                    x = np.linalg.lstsq(a, -b[i], rcond=None)[0]
+                out[i] = x
+            return out
+        torch = self.torch
+        damped = H.clone()
+        damped.diagonal(0, -2, -1).add_(torch.as_tensor(lam, dtype=H.dtype,
+                                                        device=H.device)[:, None])
+        chol, info = torch.linalg.cholesky_ex(damped)
+        u = torch.cholesky_solve(-b[..., None], chol)[..., 0]
+        bad = info > 0
+        if bool(bad.any()):
+            u[bad] = torch.linalg.lstsq(damped[bad], -b[bad][..., None]).solution[..., 0]
+        return u
+
+
+#: run the iteration in numpy/scipy for problems on the CPU (False: torch everywhere; the tests
+#: run both)
+NUMPY_ON_CPU = True
+
+
 class FactoredMaps:
-    """Index maps V (B, D, r) -> V~_J (B, M, d_J, d_{J^c} r) for fixed dims, subsets and rank.
+    """Index maps V (B, D, r) -> V~_J (B, M, d_J, d_{J^c} r) for fixed dims, subsets and rank,
+    and the sparse matrices that assemble the gradient and the Gauss-Newton matrix.
 
     Args:
         dims: local dimensions.
         group_subsets: the subsets as groups of equal d_J (the order of
             :attr:`MarginalMaps.group_subsets`, so residuals share its layout).
         rank: the number of columns r of V.
-        torch, device: the torch module and device of the index tensors.
+        backend: the :class:`Backend` of the arrays.
     """
 
-    def __init__(self, dims, group_subsets, rank: int, torch, device):
-        self.torch = torch
+    def __init__(self, dims, group_subsets, rank: int, backend: Backend):
+        be = self.backend = backend
         self.dims = tuple(dims)
         self.rank = rank
         n_sites = len(self.dims)
         self.D = math.prod(self.dims)
-        self.n = self.D * rank
-        ar = torch.arange(self.n, device=device).reshape(self.dims + (rank,))
-        self.groups = []  # per group: perm (M, dJ, m), mix index (M, dJ, m, m)
+        self.n = n = self.D * rank
+        ar = np.arange(n).reshape(self.dims + (rank,))
         self.n_subsets = sum(len(g) for g in group_subsets)
+        self.perms = []  # per group: (M, dJ, m) positions in V of the entries of V~_J
+        for subsets in group_subsets:
+            perms = []
+            for J in subsets:
+                dJ = subset_dim(J, self.dims)
+                perms.append(ar.transpose(tuple(J) + complement(J, n_sites) + (n_sites,))
+                             .reshape(dJ, (self.D // dJ) * rank))
+            self.perms.append(np.stack(perms))
+        # the gradient b = sum_J R_J V~_J put back at V's positions: a sum over the entries
+        # of every (R_J V~_J), whose column in the concatenation of all groups is its index
+        flat = np.concatenate([p.reshape(-1) for p in self.perms])
+        order = np.argsort(flat, kind="stable")
+        self.scatter = be.sparse_ones(np.searchsorted(flat[order], np.arange(n + 1)), order,
+                                      (n, len(flat)))
+        # M = sum_J 1_J (x) W_J^T: M[p[a, k], p[a, l]] += W_J[l, k], one sparse matrix from the
+        # flattened W of all groups (at most one entry per subset and row)
+        rows, cols, off = [], [], 0
+        for perm in self.perms:
+            M, dJ, m = perm.shape
+            jj = np.arange(M)[:, None, None, None]
+            kk = np.arange(m)[None, None, :, None]
+            ll = np.arange(m)[None, None, None, :]
+            rows.append((perm[:, :, :, None] * n + perm[:, :, None, :]).reshape(-1))
+            cols.append(np.broadcast_to(off + jj * m * m + ll * m + kk, (M, dJ, m, m))
+                        .reshape(-1))
+            off += M * m * m
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        order = np.argsort(rows, kind="stable")
+        self.mix = be.sparse_ones(np.searchsorted(rows[order], np.arange(n * n + 1)),
+                                  cols[order], (n * n, off))
         # N = sum_J N_J, N_J[x, y] = O[y_J + x_C, x_J + y_C] with O = conj(v) conj(v)^T: the
         # outer product with the J axes swapped between its row and column halves. Small
         # problems take it as one product with a cached sparse matrix; large ones add strided
@@ -111,174 +257,134 @@ class FactoredMaps:
                     order[i], order[n_sites + 1 + i] = n_sites + 1 + i, i
                 self.swap_axes.append(order)
         self.swap = None  # (n^2, n^2) sparse: N.flat = swap @ O.flat
-        if self.n_subsets * self.n * self.n <= GATHER_ENTRIES:
+        if self.n_subsets * n * n <= GATHER_ENTRIES:
             # flat position of O[x', y'] for x' = x with its J digits taken from y (and y'
             # alike): with P_J[x] = sum_{i in J} x_i s_i (s_i the stride of site i in V),
             # x' n + y' = ((x - P_J[x]) n + P_J[x]) + (P_J[y] n + y - P_J[y])
-            idx = np.arange(self.n)
+            idx = np.arange(n)
             strides = [math.prod(self.dims[i + 1:]) * rank for i in range(n_sites)]
             place = np.stack([idx // s % d * s for s, d in zip(strides, self.dims)])
             member = np.array([[i in J for i in range(n_sites)] for g in group_subsets
                                for J in g], dtype=np.int64)
             pj = (member @ place).T  # (n, M)
-            row = (idx[:, None] - pj) * self.n + pj
-            col = pj * self.n + idx[:, None] - pj
+            row = (idx[:, None] - pj) * n + pj
+            col = pj * n + idx[:, None] - pj
             # row (x, y) of the sparse matrix holds the M positions O[swap_J(x, y)] (repeats
             # add up in the product)
-            cols = torch.as_tensor((row[:, None, :] + col[None, :, :]).reshape(-1),
-                                   device=device)
-            entries = cols.numel()
-            crow = torch.arange(0, entries + 1, self.n_subsets, device=device)
-            with warnings.catch_warnings():  # "sparse CSR support is in beta state"
-                warnings.simplefilter("ignore")
-                self.swap = torch.sparse_csr_tensor(
-                    crow, cols, torch.ones(entries, dtype=torch.float64, device=device),
-                    (self.n * self.n,) * 2)
-        for subsets in group_subsets:
-            perms = []
-            for J in subsets:
-                Jc = complement(J, n_sites)
-                dJ = subset_dim(J, self.dims)
-                perms.append(ar.permute(tuple(J) + tuple(Jc) + (n_sites,))
-                             .reshape(dJ, (self.D // dJ) * rank))
-            perm = torch.stack(perms)  # (M, dJ, m)
-            # M_z[p[a, k], p[a, l]] += W^T[k, l]
-            mix = perm[..., :, None] * self.n + perm[..., None, :]
-            self.groups.append((perm, mix))
+            swap_cols = (row[:, None, :] + col[None, :, :]).reshape(-1)
+            self.swap = be.sparse_ones(np.arange(0, len(swap_cols) + 1, self.n_subsets),
+                                       swap_cols, (n * n,) * 2)
+        self.perms = [be.index(p) for p in self.perms]
 
     def regroup(self, v):
         """[V~_J stacked per group: (B, M, d_J, d_{J^c} r)]."""
         flat = v.reshape(v.shape[0], -1)
-        return [flat[:, perm] for perm, _ in self.groups]
+        return [flat[:, perm] for perm in self.perms]
 
     def residual(self, vts, sigmas):
         """[R_J = V~_J V~_J^dagger - sigma_J per group: (B, M, d_J, d_J)]."""
-        return [vt @ vt.mH - s for vt, s in zip(vts, sigmas)]
+        return [vt @ self.backend.adjoint(vt) - s for vt, s in zip(vts, sigmas)]
 
     def gradient(self, vts, res):
         """b_z = sum_J (R_J V~_J) put back at V's positions: (B, D r) complex."""
-        torch = self.torch
+        be = self.backend
         Bn = vts[0].shape[0]
-        out = torch.zeros((Bn, self.n), dtype=vts[0].dtype, device=vts[0].device)
-        for vt, r, (perm, _) in zip(vts, res, self.groups):
-            out.index_add_(1, perm.reshape(-1), (r @ vt).reshape(Bn, -1))
-        return out
+        parts = [(r @ vt).reshape(Bn, -1) for vt, r in zip(vts, res)]
+        parts = parts[0] if len(parts) == 1 else be.cat(parts, -1)
+        return be.spmm(self.scatter, parts.T).T
 
     def hessian(self, v, vts):
         """The real (B, 2n, 2n) Gauss-Newton matrix H = H_M + H_N of the module docstring."""
-        torch = self.torch
+        be = self.backend
         Bn, n = v.shape[0], self.n
-        m_z = torch.zeros((Bn, n * n), dtype=v.dtype, device=v.device)
-        for vt, (perm, mix) in zip(vts, self.groups):
-            w_t = (vt.mH @ vt).mT  # W_J^T: (B, M, m, m)
-            src = w_t[:, :, None].expand(-1, -1, perm.shape[1], -1, -1)
-            m_z.index_add_(1, mix.reshape(-1), src.reshape(Bn, -1))
-        m_z = m_z.reshape(Bn, n, n)
+        w = [(be.adjoint(vt) @ vt).reshape(Bn, -1) for vt in vts]  # W_J of all groups (B, .)
+        w = w[0] if len(w) == 1 else be.cat(w, -1)
+        m_z = be.spmm(self.mix, w.T)  # (n^2, B)
         vc = v.conj().reshape(Bn, n)
         if self.swap is not None:
             vt = vc.T  # (n, B): the product takes the elements' O = conj(v) conj(v)^T as columns
-            outer = torch.view_as_real(vt[:, None, :] * vt[None, :, :]).reshape(n * n, 2 * Bn)
-            prod = (self.swap @ outer.to(self.swap.dtype)).to(outer.dtype)
-            n_z = torch.view_as_complex(prod.reshape(n, n, Bn, 2)).permute(2, 0, 1)
+            n_z = be.spmm(self.swap, (vt[:, None, :] * vt[None, :, :]).reshape(n * n, Bn))
         else:
-            outer = vc[:, :, None] * vc[:, None, :]
-            o = outer.reshape((Bn,) + (self.dims + (self.rank,)) * 2)
-            n_z = torch.zeros_like(o)
+            o = (vc[:, :, None] * vc[:, None, :]).reshape((Bn,) + (self.dims + (self.rank,)) * 2)
+            n_z = None
             for order in self.swap_axes:
-                n_z.add_(o.permute([0] + [1 + i for i in order]))
-            n_z = n_z.reshape(Bn, n, n)
-        p_z, q_z = m_z + n_z, m_z - n_z
-        return torch.cat([torch.cat([p_z.real, -p_z.imag], -1),
-                          torch.cat([q_z.imag, q_z.real], -1)], -2)
+                term = be.permute(o, [0] + [1 + i for i in order])
+                if n_z is None:
+                    n_z = term + 0
+                else:
+                    n_z += term
+            n_z = n_z.reshape(Bn, n * n).T
+        p_z = (m_z + n_z).T.reshape(Bn, n, n)
+        q_z = (m_z - n_z).T.reshape(Bn, n, n)
+        H = be.empty((Bn, 2 * n, 2 * n), p_z.real)
+        H[:, :n, :n] = p_z.real
+        H[:, :n, n:] = -p_z.imag
+        H[:, n:, :n] = q_z.imag
+        H[:, n:, n:] = q_z.real
+        return H
 
 
 def _sq(res):
     """h = sum_J ||R_J||_F^2 per element."""
-    torch = __import__("torch")
-    return sum(torch.linalg.vector_norm(r, dim=(-3, -2, -1)) ** 2 for r in res)
+    return sum((r.real ** 2 + r.imag ** 2).sum((-3, -2, -1)) for r in res)
 
 
-def _grow(torch, fm: FactoredMaps, mp, v, res):
+def _grow(be: Backend, mp, v, res):
     """Add one column along the most negative eigenvector u of G = sum_J R_J (x) 1, scaled by
-    the minimiser s of h + 2 s u^dagger G u + s^2 sum_J ||tr_{J^c} u u^dagger||^2."""
-    w, u = mp.descent_directions(res)
+    the minimiser s of h + 2 s u^dagger G u + s^2 sum_J ||tr_{J^c} u u^dagger||^2 (in torch,
+    with the problem's :class:`MarginalMaps`)."""
+    torch = mp.torch
+    w, u = mp.descent_directions([be.to_torch(r) for r in res])
     u0, w0 = u[..., :, 0], w[..., 0]
     uu = u0[..., :, None] * u0.conj()[..., None, :]
     q = sum((t.abs() ** 2).sum((-2, -1)) for t in mp.ptrace(uu))
     s = (-w0).clamp_min(0) / q.clamp_min(1e-300)
     col = u0 * s.sqrt().to(u0.dtype)[:, None]
-    return torch.cat([v, col[..., None]], -1)
+    return be.from_torch(torch.cat([be.to_torch(v), col[..., None]], -1))
 
 
-def _probe_lower_rank(torch, mp, v, active, sig_check, *, tol, max_size, deadline):
+def _probe_lower_rank(be: Backend, mp, v, active, sig_check, *, tol, max_size, deadline):
     """Try rank r - 1 from the truncated SVD of V for the ``active`` elements (numpy mask) whose
     smallest singular value shrank (see PROBE_EVERY). Returns (v, finished, extra iterations,
-    the new smallest singular values), the middle two as numpy arrays; a finished element's V is
+    the new smallest singular values), all but v as numpy arrays; a finished element's V is
     its rank r - 1 solution padded with a zero column (the same V V^dagger)."""
-    u, s, _ = torch.linalg.svd(v, full_matrices=False)
-    smin = s[:, -1]
+    torch = mp.torch
+    vt_ = be.to_torch(v)
+    u, s, _ = torch.linalg.svd(vt_, full_matrices=False)
+    smin = s[:, -1].cpu().numpy()
     finished = np.zeros(v.shape[0], dtype=bool)
     extra = np.zeros(v.shape[0], dtype=np.int64)
     if sig_check is None:
         return v, finished, extra, smin
-    shrinking = active & (smin < PROBE_SHRINK * sig_check).cpu().numpy()
+    shrinking = active & (smin < PROBE_SHRINK * sig_check)
     if not shrinking.any():
         return v, finished, extra, smin
     pos = np.flatnonzero(shrinking)
-    idx = torch.as_tensor(pos, device=v.device)
+    idx = torch.as_tensor(pos, device=vt_.device)
     r = v.shape[-1]
-    vt = u[idx, :, : r - 1] * s[idx, None, : r - 1].to(u.dtype)
-    v2, d2, it2, _ = levenberg_marquardt(mp.select(idx), vt, tol=tol, maxiter=PROBE_ITERATIONS,
-                                         max_rank=r - 1, max_size=max_size, deadline=deadline)
+    start = u[idx, :, : r - 1] * s[idx, None, : r - 1].to(u.dtype)
+    v2, d2, it2, _ = levenberg_marquardt(mp.select(idx), start, tol=tol,
+                                         maxiter=PROBE_ITERATIONS, max_rank=r - 1,
+                                         max_size=max_size, deadline=deadline)
     extra[pos] = it2.cpu().numpy()
     d2 = d2.cpu().numpy()
     if d2.any():
-        win = torch.as_tensor(pos[d2], device=v.device)
-        v2 = v2[torch.as_tensor(d2, device=v.device)]
-        v = v.clone()
-        v[win] = torch.cat([v2, torch.zeros_like(v2[..., :1])], -1)
+        win = torch.as_tensor(pos[d2], device=vt_.device)
+        v2 = v2[torch.as_tensor(d2, device=vt_.device)]
+        vt_ = vt_.clone()
+        vt_[win] = torch.cat([v2, torch.zeros_like(v2[..., :1])], -1)
         finished[pos[d2]] = True
-    return v, finished, extra, smin
-
-
-#: batches up to this size are solved element by element by LAPACK's dposv on the CPU (torch's
-#: batched Cholesky and solve cost about twice as much per call at these sizes)
-LAPACK_BATCH = 8
-
-
-def _damped_step(torch, H, lam, b):
-    """u = -(H + diag(lambda)) \\ b per element (B, 2n), by Cholesky; an element whose damped
-    matrix is not numerically positive definite falls back to least squares."""
-    if H.device.type == "cpu" and H.dtype == torch.float64 and H.shape[0] <= LAPACK_BATCH:
-        from scipy.linalg import lapack
-
-        hn, bn = H.numpy(), b.numpy()
-        out = np.empty_like(bn)
-        for i in range(hn.shape[0]):
-            a = hn[i].copy()
-            a.flat[:: a.shape[0] + 1] += lam[i]
-            _, x, info = lapack.dposv(a, -bn[i], lower=1)
-            if info != 0:
-                a = hn[i] + np.diag(np.full(a.shape[0], lam[i]))
-                x = np.linalg.lstsq(a, -bn[i], rcond=None)[0]
-            out[i] = x
-        return torch.from_numpy(out)
-    damped = H.clone()
-    damped.diagonal(0, -2, -1).add_(torch.as_tensor(lam, dtype=H.dtype, device=H.device)[:, None])
-    chol, info = torch.linalg.cholesky_ex(damped)
-    u = torch.cholesky_solve(-b[..., None], chol)[..., 0]
-    bad = info > 0
-    if bool(bad.any()):
-        u[bad] = torch.linalg.lstsq(damped[bad], -b[bad][..., None]).solution[..., 0]
-    return u
+    return be.from_torch(vt_), finished, extra, smin
 
 
 @functools.lru_cache(maxsize=4)
-def factored_maps(dims: tuple, group_subsets: tuple, rank: int, device: str) -> FactoredMaps:
-    """The cached :class:`FactoredMaps` of a structure and rank."""
+def factored_maps(dims: tuple, group_subsets: tuple, rank: int, device: str,
+                  numpy_on_cpu: bool = True) -> FactoredMaps:
+    """The cached :class:`FactoredMaps` of a structure and rank (in the :class:`Backend` of
+    ``device``; ``numpy_on_cpu`` is part of the key)."""
     import torch
 
-    return FactoredMaps(dims, group_subsets, rank, torch, torch.device(device))
+    return FactoredMaps(dims, group_subsets, rank, Backend(torch, device, numpy_on_cpu))
 
 
 def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_size: int,
@@ -311,22 +417,24 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     torch = mp.torch
     Bn, D = v.shape[0], v.shape[1]
     dev = v.device
-    sigmas = [sig.reshape(sig.shape[:2] + (int(math.isqrt(sig.shape[-1])),) * 2)
+    be = Backend(torch, dev)
+    host = be.host
+    sigmas = [be.from_torch(sig.reshape(sig.shape[:2] + (int(math.isqrt(sig.shape[-1])),) * 2))
               for _, sig in mp.groups]
 
     groups = tuple(tuple(tuple(J) for J in g) for g in mp.group_subsets)
 
     def maps(r):
-        return factored_maps(mp.dims, groups, r, str(dev))
-
-    def host(t):
-        return t.detach().cpu().numpy()
+        return factored_maps(mp.dims, groups, r, str(dev), be.numpy)
 
     def deviation(v, res):
-        return host(mp.normalised_deviation(res, (v.abs() ** 2).sum((-2, -1))))
+        trace = be.to_torch((v.real ** 2 + v.imag ** 2).sum((-2, -1)))
+        return mp.normalised_deviation([be.to_torch(r) for r in res], trace).cpu().numpy()
 
-    # the iterate lives in torch; the per-element bookkeeping (damping, acceptance, stall and
-    # patience tests: a dozen operations on B numbers per iteration) in numpy
+    # the iterate lives in the backend's arrays (numpy on the CPU); the per-element
+    # bookkeeping (damping, acceptance, stall and patience tests: a dozen operations on B
+    # numbers per iteration) in numpy
+    v = be.from_torch(v)
     fm = maps(v.shape[-1])
     vts = fm.regroup(v)
     res = fm.residual(vts, sigmas)
@@ -340,7 +448,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     log = []
     model = None  # (b, H, max diag H) at the current V; kept through rejected steps
     # the deviation is measured only once h is small enough for it to be near the tolerance
-    near = (1e2 * tol) ** 2 * sum(s[0].numel() for s in sigmas)
+    near = (1e2 * tol) ** 2 * sum(s[0].size if be.numpy else s[0].numel() for s in sigmas)
     quit = np.zeros_like(done)  # frozen: off track after `patience` iterations
     r_start = v.shape[-1]
     probes = np.zeros(Bn, dtype=np.int64)
@@ -356,18 +464,18 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         if model is None:
             gz = fm.gradient(vts, res)
             H = fm.hessian(v, vts)
-            model = (torch.cat([gz.real, gz.imag], -1), H,
-                     host(H.diagonal(0, -2, -1).amax(-1)))
+            model = (be.cat([gz.real, gz.imag], -1), H,
+                     host(H.diagonal(0, -2, -1)).max(-1))
         bvec, H, hdiag = model
         # H is PSD but singular (the gauge V -> V U): keep lambda above rounding level
         lam = np.maximum(mu * np.sqrt(h), 1e-13 * hdiag)
-        u = _damped_step(torch, H, lam, bvec)
+        u = be.damped_solve(H, lam, bvec)
         # the model decrease -(4 b.u + 2 u.H u), with u.H u = -b.u - lambda |u|^2
-        bu, uu = host(torch.stack([(bvec * u).sum(-1), (u * u).sum(-1)]))
+        bu, uu = host(be.stack([(bvec * u).sum(-1), (u * u).sum(-1)]))
         pred = -2 * bu + 2 * lam * uu
-        dz = torch.complex(u[:, :n], u[:, n:]).reshape(v.shape)
+        dz = (u[:, :n] + 1j * u[:, n:]).reshape(v.shape)
         if not active.all():
-            dz = dz * torch.as_tensor(active, device=dev).to(dz.dtype)[:, None, None]
+            dz = be.where(active, dz, 0 * dz)
         v_new = v + dz
         vts_new = fm.regroup(v_new)
         res_new = fm.residual(vts_new, sigmas)
@@ -384,10 +492,9 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             v, vts, res = v_new, vts_new, res_new
             model = None
         elif accept.any():
-            sel = torch.as_tensor(accept, device=dev)[:, None, None]
-            v = torch.where(sel, v_new, v)
-            vts = [torch.where(sel[..., None], a, b) for a, b in zip(vts_new, vts)]
-            res = [torch.where(sel[..., None], a, b) for a, b in zip(res_new, res)]
+            v = be.where(accept, v_new, v)
+            vts = [be.where(accept, a, b) for a, b in zip(vts_new, vts)]
+            res = [be.where(accept, a, b) for a, b in zip(res_new, res)]
             model = None
         h = np.where(accept, h_new, h)
         iters += active
@@ -411,7 +518,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         at_rank += 1
         if r > r_start and at_rank % PROBE_EVERY == 0:
             candidates = active & (probes < PROBE_LIMIT) & (h > PROBE_SLOW * hist[-1 - PROBE_EVERY])
-            probed = _probe_lower_rank(torch, mp, v, candidates, sig_check, tol=tol,
+            probed = _probe_lower_rank(be, mp, v, candidates, sig_check, tol=tol,
                                        max_size=max_size, deadline=deadline)
             v, finished, extra, sig_check = probed
             iters += extra
@@ -428,13 +535,13 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         if stalled.any() and r >= max_rank:
             break  # stalled at the largest rank allowed: the caller takes over
         if stalled.any() and not newton_fits(fm.n_subsets, D, r + 1, max_size):
-            v = _grow(torch, fm, mp, v, res)  # too large for these steps: the caller goes on
+            v = _grow(be, mp, v, res)  # too large for these steps: the caller goes on
             log.append(f"+1@{k}")
             break
         if stalled.any():
-            v = _grow(torch, fm, mp, v, res)
+            v = _grow(be, mp, v, res)
             at_rank = 0
-            sig_check = torch.linalg.svdvals(v)[:, -1]
+            sig_check = torch.linalg.svdvals(be.to_torch(v))[:, -1].cpu().numpy()
             fm = maps(r + 1)
             vts = fm.regroup(v)
             res = fm.residual(vts, sigmas)
@@ -445,7 +552,8 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             hist = [h]
             model = None
             log.append(f"+1@{k}")
-    return (v, torch.as_tensor(done, device=dev), torch.as_tensor(iters, device=dev), log)
+    return (be.to_torch(v), torch.as_tensor(done, device=dev), torch.as_tensor(iters, device=dev),
+            log)
 
 
 __all__ = ["FactoredMaps", "levenberg_marquardt", "newton_fits"]
