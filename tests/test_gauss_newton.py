@@ -235,6 +235,20 @@ def test_uncovered_site_does_not_trap_the_factored_start():
     assert np.max(p.marginal_deviation(out.state)) <= 1e-9
 
 
+def test_mid_rank_target_leaves_the_factored_attempt_early():
+    """A rank-18 target on a qubit-qutrit system (all 3-body marginals, D = 72, a strongly
+    indefinite MIO of 1/D): the direct factored attempt grows to rank 8, where D r outgrows
+    Levenberg-Marquardt. The L-BFGS continuation is capped at that rank and gives up once off
+    track (formerly it grew further and ran 330 iterations to the handover cap, 2 s); the
+    convex path finishes."""
+    dims = (2, 3, 3, 2, 2)
+    p = MarginalProblem.from_state(rank_mixture_state(72, 18, seed=246163659), dims=dims, k=3)
+    out = solve(p)
+    assert bool(out.converged) and out.info["path"] == "factored+convex"
+    assert int(out.iterations) < 150
+    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
+
+
 def test_rank_deficient_marginal_containing_all_others_is_solved_by_the_mio():
     """(0,) within (0, 1, 2) and site 3 free: the MIO of 1/D is sigma_012 (x) 1/2, a state,
     though sigma_012 is rank-deficient (formerly 5,000 factored iterations, 17 s)."""

@@ -579,15 +579,20 @@ def _start_columns(torch, x, r: int, seed: int):
     return v + size.to(v.dtype) * noise
 
 
-def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
+def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int,
+              give_up: bool = False):
     """L-BFGS with exact line search on h(V); all elements share the rank, which is trimmed
-    (spurious small columns) or grown (a stalled residual) when progress stalls.
+    (spurious small columns) or grown (a stalled residual) when progress stalls. With
+    ``give_up``, an element that stalls at ``max_rank`` with nothing to trim and whose h, at
+    the geometric rate of the last window, would not reach the tolerance within ``maxiter``
+    is left not done (the caller's convex path takes it).
     Returns (rho, done, iters, final rank, log of rank changes)."""
     torch = mp.torch
     Bn = v.shape[0]
     fac = _Factored(mp, v)
     tol = st.safety * st.marginal_tol
     done = torch.zeros(Bn, dtype=torch.bool, device=v.device)
+    quit = torch.zeros_like(done)  # given up (``give_up``)
     iters = torch.zeros(Bn, dtype=torch.long, device=v.device)
     rho = torch.zeros_like(fac.y)
     mem = _LBFGS(st.memory)
@@ -610,7 +615,7 @@ def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
             done = done | newly
 
     check()
-    while k < maxiter and not bool(done.all()):
+    while k < maxiter and not bool((done | quit).all()):
         if deadline is not None and time.perf_counter() > deadline:
             break
         k += 1
@@ -618,7 +623,7 @@ def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
         bad = _dot(grad, p) >= 0
         if bool(bad.any()):
             p = torch.where(_bcast(bad, p), -grad, p)
-        p = p * _bcast(~done, p).to(p.dtype)
+        p = p * _bcast(~(done | quit), p).to(p.dtype)
         t, *inc = fac.line(p)
         v_old, g_old = fac.v, grad
         fac.step(p, t, *inc)
@@ -626,13 +631,13 @@ def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
             fac.refresh()  # shed accumulated rounding
         grad = fac.grad()
         mem.push(fac.v - v_old, grad - g_old)
-        iters += (~done).long()
+        iters += (~(done | quit)).long()
         check()
         hist.append(fac.h.clone())
         if len(hist) > window:
             ratio = fac.h / hist[-window - 1].clamp_min(1e-300)
-            slow = (~done) & (ratio > 0.3)
-            stuck = (~done) & (ratio > 0.9)
+            slow = ~(done | quit) & (ratio > 0.3)
+            stuck = ~(done | quit) & (ratio > 0.9)
             if bool(slow.any()):
                 dropped = _trim(fac)
                 if dropped:
@@ -642,6 +647,11 @@ def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int):
                     _grow(fac, add)
                     log.append(f"+{add}@{k}")
                 else:
+                    if give_up:
+                        rate = ratio.clamp(1e-300, 1.0)
+                        left = window * torch.log(fac.h.clamp_min(1e-300) / tol ** 2) / -torch.log(
+                            rate)
+                        quit = quit | (slow & ((rate >= 1.0) | (k + left > maxiter)))
                     hist = hist[-window:]
                     continue
                 grad = fac.grad()
@@ -838,10 +848,15 @@ def _solve(problem: MarginalProblem, x0, st: ExactSettings, torch, t_start: floa
             # columns in use per element (a lower-rank probe leaves a zero last column)
             rfin = B.to_numpy((v.abs().amax(-2) > 0).sum(-1)).copy()
             if not bool(df.all()) and not gave_up:
-                # L-BFGS for what Levenberg-Marquardt left (or never took)
+                # L-BFGS for what Levenberg-Marquardt left (or never took); after a short
+                # Levenberg-Marquardt attempt that outgrew its size, only up to the attempt's
+                # rank and while on track (a mid-rank target: the convex path is faster)
                 rest = (~df).nonzero().flatten()
-                rl, dl, itl, r_lbfgs, log = _factored(sub.select(rest), v[rest], st, deadline,
-                                                      max_rank, cap)
+                short_lbfgs = newton and short
+                rl, dl, itl, r_lbfgs, log = _factored(
+                    sub.select(rest), v[rest], st, deadline,
+                    max(stop_rank, v.shape[-1]) if short_lbfgs else max_rank, cap,
+                    give_up=short_lbfgs)
                 rank_log.extend(log)
                 rf[rest], df[rest] = rl, dl
                 itf[rest] += itl
