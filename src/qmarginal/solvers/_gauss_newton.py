@@ -41,6 +41,8 @@ import math
 import warnings
 
 import numpy as np
+import scipy.sparse
+from scipy.linalg import lapack
 
 from .._sites import complement, subset_dim
 
@@ -142,8 +144,6 @@ class Backend:
     def sparse_ones(self, crow: np.ndarray, cols: np.ndarray, shape):
         """The CSR matrix with ones at (row, cols[crow[row]:crow[row + 1]]) (repeats add)."""
         if self.numpy:  # complex values: scipy multiplies complex by complex fastest
-            import scipy.sparse
-
             return scipy.sparse.csr_matrix((np.ones(len(cols), dtype=complex), cols, crow),
                                            shape=shape)
         values = np.ones(len(cols))
@@ -165,8 +165,6 @@ class Backend:
         """u = -(H + diag(lambda)) \\ b per element (B, 2n), by Cholesky; an element whose
         damped matrix is not numerically positive definite falls back to least squares."""
         if self.numpy:
-            from scipy.linalg import lapack
-
             out = np.empty_like(b)
             for i in range(H.shape[0]):
                 a = H[i].copy()

@@ -75,6 +75,11 @@ from ..reconstruct import SolverOutput
 from ._exact_maps import MarginalMaps
 from ._gauss_newton import levenberg_marquardt, newton_fits
 
+try:  # with the module, so that the first solve's wall time is not charged for the import
+    import torch  # noqa: F401
+except ImportError:  # reported by B.torch_module() when a solve needs it
+    pass
+
 __all__ = ["ExactSettings", "clear_cache", "solve"]
 
 PATHS = ("auto", "convex", "factored")
