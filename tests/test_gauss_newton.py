@@ -73,16 +73,16 @@ def test_regrouped_products_are_partial_traces(dims, k, rank):
         assert np.allclose(_t(got)[0].numpy() + _t(s)[0].numpy(), want, atol=tol_for(y))
 
 
-@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("dims, k, rank", STRUCTURES)
-def test_gauss_newton_model(dims, k, rank, gather, monkeypatch):
+def test_gauss_newton_model(dims, k, rank, sparse, monkeypatch):
     """b is the gradient of h (first difference) and 2 u^T H u = ||dR_lin||^2 with dR_lin
-    built from partial_trace(V dV^dagger + dV V^dagger); N by cached gather or strided views."""
+    built from partial_trace(V dV^dagger + dV V^dagger); N by the cached sparse matrix or strided views."""
     import qmarginal.solvers._gauss_newton as gn
 
-    monkeypatch.setattr(gn, "GATHER_ENTRIES", gn.GATHER_ENTRIES if gather else 0)
+    monkeypatch.setattr(gn, "SPARSE_ENTRIES", gn.SPARSE_ENTRIES if sparse else 0)
     _, mp, fm, sig = _maps(dims, k, rank)
-    assert (fm.swap is not None) == gather
+    assert (fm.swap is not None) == sparse
     D, n = fm.D, fm.n
     gen = torch.Generator().manual_seed(2)
     v = torch.randn((1, D, rank), dtype=torch.complex128, generator=gen) / D

@@ -32,6 +32,11 @@ line search of the quartic h along it. A grown V may then head for a state of th
 new singular direction shrinks and convergence turns slow (the error bound fails where a column
 vanishes). That is detected from the smallest singular value every few iterations, and the
 iteration is retried from the truncated SVD at the lower rank, where it is quadratic again.
+
+The iteration runs in numpy/scipy on the CPU and in torch on other devices (:class:`Backend`
+names the few operations spelled differently; the rest is written once): for the D r of this
+method the time is set by the per-call overhead of many small operations, about three times
+lower in numpy.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ STALL_DECREASE = 0.1
 
 #: N = sum_J N_J is a product with a cached sparse matrix (M entries per row) up to this many
 #: entries M n^2, and a sum of strided views beyond
-GATHER_ENTRIES = 1 << 22
+SPARSE_ENTRIES = 1 << 22
 #: Levenberg-Marquardt is used up to this many entries M n^2 of N (about 10 ns each per
 #: iteration); beyond, the L-BFGS factored path is as fast
 NEWTON_ENTRIES = 1 << 23
@@ -255,7 +260,7 @@ class FactoredMaps:
                     order[i], order[n_sites + 1 + i] = n_sites + 1 + i, i
                 self.swap_axes.append(order)
         self.swap = None  # (n^2, n^2) sparse: N.flat = swap @ O.flat
-        if self.n_subsets * n * n <= GATHER_ENTRIES:
+        if self.n_subsets * n * n <= SPARSE_ENTRIES:
             # flat position of O[x', y'] for x' = x with its J digits taken from y (and y'
             # alike): with P_J[x] = sum_{i in J} x_i s_i (s_i the stride of site i in V),
             # x' n + y' = ((x - P_J[x]) n + P_J[x]) + (P_J[y] n + y - P_J[y])

@@ -48,15 +48,18 @@ those that a site in no subset causes). On a tentative start (direct or handed o
 Levenberg-Marquardt may add at most three columns and must be on track after 40 iterations (h
 falling geometrically fast enough to reach the tolerance within ``handover_maxiter``): elements
 off track, like those the L-BFGS factored path cannot finish, resume the convex path without a
-patience limit (thin but full-dimensional compatible sets end there).
+patience limit (thin but full-dimensional compatible sets end there). When such an attempt
+outgrows Levenberg-Marquardt's size, the L-BFGS continuation keeps the attempt's rank and gives
+up under the same on-track rule.
 ``info["path"]`` records the sequence, e.g. "convex+factored".
 
 The projection P_A is the MIO composition evaluated with cached index tensors
 (:mod:`._exact_maps`), in its Moebius form (one gather and one scatter per subset size) for
 small problems with many subsets, where the number of calls, not the data, sets the time.
 
-All internal arithmetic is torch complex128 on the problem's device (CPU for numpy input);
-numpy in gives numpy out.
+All internal arithmetic is complex128: torch on the problem's device (CPU for numpy input), in
+inference mode, except Levenberg-Marquardt, which runs in numpy/scipy on the CPU
+(:mod:`._gauss_newton`); numpy in gives numpy out.
 """
 
 from __future__ import annotations
