@@ -80,6 +80,16 @@ SPARSE_ENTRIES = 1 << 22
 NEWTON_ENTRIES = 1 << 23
 
 
+def off_track(h, h_before, window: int, k: int, maxiter: int, tol: float) -> np.ndarray:
+    """Per element (numpy): h, falling at the geometric rate it fell over the last ``window``
+    iterations (from ``h_before``), would not reach tol^2 by iteration ``maxiter`` (now ``k``),
+    or it did not fall at all. The patience rule of both factored paths."""
+    rate = np.clip(h / np.maximum(h_before, 1e-300), 1e-300, 1.0)
+    with np.errstate(divide="ignore"):
+        left = window * np.log(np.maximum(h, 1e-300) / tol ** 2) / -np.log(rate)
+    return (rate >= 1.0) | (k + left > maxiter)
+
+
 def newton_fits(n_subsets: int, D: int, rank: int, max_size: int) -> bool:
     """Whether Levenberg-Marquardt takes the factored problem at this rank."""
     return D * rank <= max_size and n_subsets * (D * rank) ** 2 <= NEWTON_ENTRIES
@@ -252,15 +262,16 @@ class FactoredMaps:
         # outer product with the J axes swapped between its row and column halves. Small
         # problems take it as one product with a cached sparse matrix; large ones add strided
         # views (no index)
-        self.swap_axes = []
-        for subsets in group_subsets:
-            for J in subsets:
-                order = list(range(2 * n_sites + 2))
-                for i in J:
-                    order[i], order[n_sites + 1 + i] = n_sites + 1 + i, i
-                self.swap_axes.append(order)
         self.swap = None  # (n^2, n^2) sparse: N.flat = swap @ O.flat
-        if self.n_subsets * n * n <= SPARSE_ENTRIES:
+        self.swap_axes = []  # else: per subset, the axis order of O that swaps the J axes
+        if self.n_subsets * n * n > SPARSE_ENTRIES:
+            for subsets in group_subsets:
+                for J in subsets:
+                    order = list(range(2 * n_sites + 2))
+                    for i in J:
+                        order[i], order[n_sites + 1 + i] = n_sites + 1 + i, i
+                    self.swap_axes.append(order)
+        else:
             # flat position of O[x', y'] for x' = x with its J digits taken from y (and y'
             # alike): with P_J[x] = sum_{i in J} x_i s_i (s_i the stride of site i in V),
             # x' n + y' = ((x - P_J[x]) n + P_J[x]) + (P_J[y] n + y - P_J[y])
@@ -507,10 +518,8 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         # a stall at h > 0 (the model is accurate but h hardly moves, or no step is accepted,
         # or slow progress over a window): too few columns
         if patience is not None and k >= patience and len(hist) > PROGRESS_WINDOW:
-            rate = np.clip(h / hist[-1 - PROGRESS_WINDOW], 1e-300, 1.0)
-            with np.errstate(divide="ignore"):
-                left = PROGRESS_WINDOW * np.log(np.maximum(h, 1e-300) / tol ** 2) / -np.log(rate)
-            quit = quit | (~done & ((rate >= 1.0) | (k + left > maxiter)))
+            late = off_track(h, hist[-1 - PROGRESS_WINDOW], PROGRESS_WINDOW, k, maxiter, tol)
+            quit = quit | (~done & late)
         if (done | quit).all():
             break
         active = ~done & ~quit

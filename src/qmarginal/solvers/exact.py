@@ -76,7 +76,7 @@ from ..errors import MarginalError
 from ..problem import MarginalProblem
 from ..reconstruct import SolverOutput
 from ._exact_maps import MarginalMaps
-from ._gauss_newton import levenberg_marquardt, newton_fits
+from ._gauss_newton import levenberg_marquardt, newton_fits, off_track
 
 try:  # with the module, so that the first solve's wall time is not charged for the import
     import torch  # noqa: F401
@@ -656,10 +656,9 @@ def _factored(mp, v, st: ExactSettings, deadline, max_rank: int, maxiter: int,
                     log.append(f"+{add}@{k}")
                 else:
                     if give_up:
-                        rate = ratio.clamp(1e-300, 1.0)
-                        left = window * torch.log(fac.h.clamp_min(1e-300) / tol ** 2) / -torch.log(
-                            rate)
-                        quit = quit | (slow & ((rate >= 1.0) | (k + left > maxiter)))
+                        late = off_track(B.to_numpy(fac.h), B.to_numpy(hist[-window - 1]),
+                                         window, k, maxiter, tol)
+                        quit = quit | (slow & torch.as_tensor(late, device=slow.device))
                     hist = hist[-window:]
                     continue
                 grad = fac.grad()
