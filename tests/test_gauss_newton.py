@@ -15,16 +15,21 @@ from conftest import tol_for
 
 torch = pytest.importorskip("torch")
 
-from qmarginal.solvers._exact_maps import MarginalMaps, structure  # noqa: E402
-from qmarginal.solvers._gauss_newton import (Backend, FactoredMaps,  # noqa: E402
-                                              levenberg_marquardt, _sq)
-from qmarginal.solvers.exact import _flat_problem, clear_cache, solve  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from qmarginal.reconstruct import reconstruct  # noqa: E402
+from qmarginal.solvers.exact import THRESHOLDS, ExactSettings, clear_cache, solve  # noqa: E402
+from qmarginal.solvers.exact._driver import _flat_problem  # noqa: E402
+from qmarginal.solvers.exact._gauss_newton import (Backend, FactoredMaps,  # noqa: E402
+                                                    levenberg_marquardt, _sq)
+from qmarginal.solvers.exact._maps import MarginalMaps, structure  # noqa: E402
+
 
 @pytest.fixture(params=["numpy", "torch"], autouse=True)
 def backend(request, monkeypatch):
     """Every test here runs with the iteration in numpy (the CPU default) and in torch (the
     GPU path, exercised on the CPU)."""
-    import qmarginal.solvers._gauss_newton as gn
+    import qmarginal.solvers.exact._gauss_newton as gn
 
     monkeypatch.setattr(gn, "NUMPY_ON_CPU", request.param == "numpy")
     return request.param
@@ -43,14 +48,14 @@ STRUCTURES = [
 ]
 
 
-def _maps(dims, k, rank, state_rank=2, seed=0):
+def _maps(dims, k, rank, state_rank=2, seed=0, sparse_entries=THRESHOLDS.sparse_entries):
     D = int(np.prod(dims))
     rho = rank_mixture_state(D, state_rank, seed=seed)
     p = (MarginalProblem.from_state(rho, k=k, dims=dims) if isinstance(k, int)
          else MarginalProblem.from_state(rho, subsets=k, dims=dims))
     _, subsets, sigmas = _flat_problem(p, torch, "cpu")
     mp = MarginalMaps(dims, subsets, sigmas, torch)
-    fm = FactoredMaps(dims, mp.group_subsets, rank, Backend(torch, "cpu"))
+    fm = FactoredMaps(dims, mp.group_subsets, rank, Backend(torch, "cpu"), sparse_entries)
     sig = [fm.backend.from_torch(s.reshape(s.shape[:2] + (int(round(s.shape[-1] ** 0.5)),) * 2))
            for _, s in mp.groups]
     return p, mp, fm, sig
@@ -75,13 +80,12 @@ def test_regrouped_products_are_partial_traces(dims, k, rank):
 
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("dims, k, rank", STRUCTURES)
-def test_gauss_newton_model(dims, k, rank, sparse, monkeypatch):
+def test_gauss_newton_model(dims, k, rank, sparse):
     """b is the gradient of h (first difference) and 2 u^T H u = ||dR_lin||^2 with dR_lin
-    built from partial_trace(V dV^dagger + dV V^dagger); N by the cached sparse matrix or strided views."""
-    import qmarginal.solvers._gauss_newton as gn
-
-    monkeypatch.setattr(gn, "SPARSE_ENTRIES", gn.SPARSE_ENTRIES if sparse else 0)
-    _, mp, fm, sig = _maps(dims, k, rank)
+    built from partial_trace(V dV^dagger + dV V^dagger); N by the cached sparse matrix or
+    strided views."""
+    _, mp, fm, sig = _maps(dims, k, rank,
+                           sparse_entries=THRESHOLDS.sparse_entries if sparse else 0)
     assert (fm.swap is not None) == sparse
     D, n = fm.D, fm.n
     gen = torch.Generator().manual_seed(2)
@@ -117,7 +121,7 @@ def test_levenberg_marquardt_pure_target(dims, k):
     gen = torch.Generator().manual_seed(4)
     v0 = torch.randn((1, D, 1), dtype=torch.complex128, generator=gen) / D ** 0.5
     v, done, iters, _ = levenberg_marquardt(mp, v0, tol=1e-10, maxiter=200, max_rank=D,
-                                            max_size=512)
+                                            th=THRESHOLDS)
     assert bool(done.all()) and int(iters[0]) < 60
     rho = (v[0] @ v[0].mH).numpy()
     rho /= np.trace(rho).real
@@ -130,7 +134,7 @@ def test_levenberg_marquardt_grows_the_rank():
     gen = torch.Generator().manual_seed(6)
     v0 = torch.randn((1, 64, 1), dtype=torch.complex128, generator=gen) / 8
     v, done, _, log = levenberg_marquardt(mp, v0, tol=1e-10, maxiter=300, max_rank=64,
-                                          max_size=512)
+                                          th=THRESHOLDS)
     assert bool(done.all())
     assert v.shape[-1] >= 2 and log and log[0].startswith("+1@")
     rho = (v[0] @ v[0].mH).numpy()
@@ -138,9 +142,10 @@ def test_levenberg_marquardt_grows_the_rank():
     assert np.max(p.marginal_deviation(rho)) <= 1e-9
 
 
-def _handover_start(problem):
-    """The (maps, columns, options) that the solver hands to Levenberg-Marquardt."""
-    import qmarginal.solvers.exact as exact_mod
+def _handover_start(problem, settings=None):
+    """The solver's output and the first (maps, columns, options) it hands to
+    Levenberg-Marquardt."""
+    import qmarginal.solvers.exact._driver as driver
 
     seen = []
 
@@ -148,60 +153,66 @@ def _handover_start(problem):
         seen.append((mp, v.clone(), kw))
         return levenberg_marquardt(mp, v, **kw)
 
-    original = exact_mod.levenberg_marquardt
-    exact_mod.levenberg_marquardt = record
+    original = driver.levenberg_marquardt
+    driver.levenberg_marquardt = record
     try:
-        out = solve(problem)
+        out = solve(problem, settings)
     finally:
-        exact_mod.levenberg_marquardt = original
+        driver.levenberg_marquardt = original
     return out, seen[0]
 
 
-def test_patience_freezes_slow_elements_and_spares_steady_ones(monkeypatch):
+def _certified(problem, state):
+    assert qm.state_report(state).valid
+    assert np.max(problem.marginal_deviation(state)) <= 1e-9
+
+
+def test_patience_freezes_slow_elements_and_spares_steady_ones():
     """A rank-2 three-qubit target (k = 2) whose handover start (without the random component
     of the starting columns) converges only linearly (about 0.76 per iteration at rank 3;
     formerly a failure, then a 23 s convex crawl): with a budget the geometric rate cannot meet,
     the element is frozen at `patience` iterations and left not done; with the solver's budget
     it finishes, and so does the solver."""
-    import qmarginal.solvers.exact as exact_mod
-
-    monkeypatch.setattr(exact_mod, "START_NOISE", 0.0)
-    monkeypatch.setattr(exact_mod, "DIRECT_NEGATIVE_MASS", float("inf"))  # the convex handover
+    th = replace(THRESHOLDS, start_noise=0.0, direct_negative_mass=float("inf"))
     p = MarginalProblem.from_state(rank_mixture_state(8, 2, seed=16840), k=2)
-    out, (mp, v0, kw) = _handover_start(p)
-    assert bool(out.converged) and out.info["path"] == "convex+factored"
-    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
-    assert kw["patience"] == 40
-    opts = dict(tol=1e-10, max_rank=kw["max_rank"], max_size=512, patience=40)
+    out, (mp, v0, kw) = _handover_start(p, ExactSettings(thresholds=th))
+    assert bool(out.converged)
+    _certified(p, out.state)
+    patience = THRESHOLDS.handover_newton_iterations
+    assert kw["patience"] == patience
+    opts = dict(tol=1e-10, max_rank=kw["max_rank"], th=THRESHOLDS, patience=patience)
     _, done, iters, _ = levenberg_marquardt(mp, v0, maxiter=50, **opts)
-    assert not bool(done[0]) and int(iters[0]) == 40
+    assert not bool(done[0]) and int(iters[0]) == patience
     v, done, iters, _ = levenberg_marquardt(mp, v0, maxiter=400, **opts)
-    assert bool(done[0]) and 40 < int(iters[0]) < 400
+    assert bool(done[0]) and patience < int(iters[0]) < 400
     _, done, iters, _ = levenberg_marquardt(mp, v0, tol=1e-10, maxiter=50,
-                                            max_rank=kw["max_rank"], max_size=512)
+                                            max_rank=kw["max_rank"], th=THRESHOLDS)
     assert not bool(done[0]) and int(iters[0]) == 50  # no patience: runs to maxiter
 
 
-@pytest.mark.parametrize("dims, subsets, seed, path", [
+@pytest.mark.parametrize("dims, subsets, seed", [
     # a rank-deficient marginal: the factored path from the start
-    ((2, 2, 3, 2), [(0, 1, 3), (1, 2, 3), (1, 3), (2,)], 847405473, "factored"),
+    ((2, 2, 3, 2), [(0, 1, 3), (1, 2, 3), (1, 3), (2,)], 847405473),
     # all pairs of a qutrit and two qubits: the MIO of 1/D is strongly indefinite
-    ((3, 2, 2), [(0, 1), (1, 2), (0, 2)], 979057343, "factored"),
+    ((3, 2, 2), [(0, 1), (1, 2), (0, 2)], 979057343),
 ])
-def test_lower_rank_probe_finishes_a_vanishing_column(dims, subsets, seed, path):
+def test_lower_rank_probe_finishes_a_vanishing_column(dims, subsets, seed):
     """Rank-3 qudit targets where Levenberg-Marquardt stalls at rank 3, grows to 4 and then
     heads for a rank-3 state, the fourth column vanishing slowly (formerly 5,000-10,000
-    iterations and a failure). The lower-rank probe finishes them from the truncated SVD
-    within a few dozen iterations."""
+    iterations and a failure). The lower-rank probe finishes them from the truncated SVD:
+    Levenberg-Marquardt alone, from the solver's start, ends at a rank-3 state. (The factored
+    path is forced: the plan may send a rank-deficient marginal to the face step first.)"""
     D = int(np.prod(dims))
     p = MarginalProblem.from_state(rank_mixture_state(D, 3, seed=seed), dims=dims,
                                    subsets=subsets)
-    out, _ = _handover_start(p)
-    assert bool(out.converged) and out.info["path"] == path
-    assert out.info["rank_changes"].startswith("+1@") and int(out.iterations) < 100
-    assert out.info["rank"] == 3  # the probe's solution: the grown column is dropped
-    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
-    assert qm.state_report(out.state).valid
+    out, (mp, v0, kw) = _handover_start(p, ExactSettings(path="factored"))
+    assert bool(out.converged)
+    _certified(p, out.state)
+    v, done, _, log = levenberg_marquardt(mp, v0, **kw)
+    assert bool(done.all()) and log and log[0].startswith("+1@")  # it grew, then came back
+    y = (v[0] @ v[0].mH).numpy()
+    rho = y / np.trace(y).real
+    _certified(p, rho)
     # the finished state has rank 3 (the padded column is zero)
     w = np.linalg.eigvalsh(out.state)
     assert w[-4] <= 1e-12 < w[-3]
@@ -209,12 +220,13 @@ def test_lower_rank_probe_finishes_a_vanishing_column(dims, subsets, seed, path)
 
 def test_lower_rank_probe_in_a_batch():
     """The probe acts per element: a batch mixing the stalling target above with targets that
-    converge at the rank bound is solved element by element, each to the tolerance."""
+    converge at the rank bound is solved element by element, each to the tolerance (the factored
+    path forced, as above)."""
     dims, subsets = (2, 2, 3, 2), [(0, 1, 3), (1, 2, 3), (1, 3), (2,)]
     rhos = np.stack([rank_mixture_state(24, 3, seed=s) for s in (847405473, 1, 2, 3)])
     p = MarginalProblem.from_state(rhos, dims=dims, subsets=subsets)
-    out = solve(p)
-    assert np.all(out.converged) and list(out.info["rank"]) == [3, 3, 3, 3]
+    out = solve(p, ExactSettings(path="factored"))
+    assert np.all(out.converged) and list(out.info["rank"]) == [3, 3, 3, 3]  # lowest ranks
     for b in range(4):
         pb = MarginalProblem.from_state(rhos[b], dims=dims, subsets=subsets)
         assert np.max(pb.marginal_deviation(out.state[b])) <= 1e-9
@@ -229,24 +241,22 @@ def test_uncovered_site_does_not_trap_the_factored_start():
     dims, subsets = (2, 3, 3, 2, 3), [(1, 2, 3), (1, 3, 4), (3, 4)]
     p = MarginalProblem.from_state(rank_mixture_state(108, 2, seed=503943302), dims=dims,
                                    subsets=subsets)
-    out = solve(p)
-    assert bool(out.converged) and out.info["path"] == "factored"
-    assert out.info["rank"] == 2 and int(out.iterations) < 60
-    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
+    rec = reconstruct(p)
+    assert rec.report.certified and rec.report.info["rank"] == 2
+    _certified(p, rec.state)
 
 
-def test_mid_rank_target_leaves_the_factored_attempt_early():
+def test_mid_rank_target_leaves_the_factored_attempt():
     """A rank-18 target on a qubit-qutrit system (all 3-body marginals, D = 72, a strongly
     indefinite MIO of 1/D): the direct factored attempt grows to rank 8, where D r outgrows
-    Levenberg-Marquardt. The L-BFGS continuation is capped at that rank and gives up once off
-    track (formerly it grew further and ran 330 iterations to the handover cap, 2 s); the
-    convex path finishes."""
+    Levenberg-Marquardt; the L-BFGS continuation is capped at that rank and gives up once off
+    track (formerly it grew further and ran 330 iterations to the handover cap, 2 s), and a
+    later step finishes. The time this saves is measured by benchmarks/sweep_exact.py."""
     dims = (2, 3, 3, 2, 2)
     p = MarginalProblem.from_state(rank_mixture_state(72, 18, seed=246163659), dims=dims, k=3)
-    out = solve(p)
-    assert bool(out.converged) and out.info["path"] == "factored+convex"
-    assert int(out.iterations) < 150
-    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
+    rec = reconstruct(p)
+    assert rec.report.certified
+    _certified(p, rec.state)
 
 
 def test_rank_deficient_marginal_containing_all_others_is_solved_by_the_mio():
@@ -256,7 +266,7 @@ def test_rank_deficient_marginal_containing_all_others_is_solved_by_the_mio():
     p = MarginalProblem.from_state(rank_mixture_state(54, 13, seed=470766590), dims=dims,
                                    subsets=subsets)
     out = solve(p)
-    assert bool(out.converged) and out.info["path"] == "mio" and int(out.iterations) == 0
+    assert bool(out.converged) and out.info["plan"] == "none"  # the MIO is the answer
     want = np.kron(p.marginals[(0, 1, 2)], np.eye(2) / 2)
     assert np.allclose(out.state, want, atol=1e-12)
 
@@ -308,9 +318,7 @@ def test_structure_cache_keeps_marginals_apart(rng):
 def test_low_rank_with_and_without_levenberg_marquardt(max_size):
     """N6k3, rank 2: Levenberg-Marquardt (default) or L-BFGS only (max_size=0) both certify."""
     p = MarginalProblem.from_state(rank_mixture_state(64, 2, seed=8), k=3)
-    out = solve(p, gauss_newton_max_size=max_size)
-    assert out.converged and "factored" in out.info["path"]
-    assert qm.state_report(out.state).valid
-    assert np.max(p.marginal_deviation(out.state)) <= 1e-9
-    if max_size:
-        assert out.iterations < 60
+    th = replace(THRESHOLDS, gauss_newton_max_size=max_size)
+    rec = reconstruct(p, thresholds=th)
+    assert rec.report.certified and rec.report.info["rank"] == 2
+    _certified(p, rec.state)

@@ -61,6 +61,26 @@ def test_residual_starts_from_its_hermitian_input():
     assert torch.allclose(from_channels(model(to_channels(X))), X, atol=1e-6)
 
 
+@pytest.mark.parametrize("output", ["psd", "clip_psd", "direct", "hermitian"])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("normalize_input", [False, True])
+def test_state_is_the_forward_output(output, residual, normalize_input):
+    """state() (complex128 Z, the Gram product in double precision for the PSD outputs) is
+    forward()'s output: it used to drop the residual of residual=True with a psd/clip_psd
+    output (a difference of 0.2)."""
+    torch.manual_seed(0)
+    model = CDAE(scale=1, output=output, residual=residual, normalize_input=normalize_input)
+    with torch.no_grad():  # a trained-looking last layer (residual models start at zero)
+        model.last_layer.weight.normal_(0, 0.05)
+        model.last_layer.bias.normal_(0, 0.05)
+    X = torch.randn(3, 8, 8, dtype=torch.complex64)
+    x = to_channels(0.5 * (X + X.mH) / 8)
+    want = from_channels(model(x).detach()).to(torch.complex128)
+    got = model.state(x)
+    assert got.dtype == torch.complex128
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
 def test_encoding_round_trip():
     X = torch.randn(3, 8, 8, dtype=torch.complex128)
     t = to_channels(X)

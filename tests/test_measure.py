@@ -18,7 +18,12 @@ import torch
 
 import qmarginal as qm
 from qmarginal import metrics
-from qmarginal.reconstruct import measure
+from qmarginal.report import measure as _measure
+
+
+def measure(problem, state, **kw):
+    """measure() at the default complex128 certification tolerances."""
+    return _measure(problem, state, eig_tol=1e-10, marginal_tol=1e-9, **kw)
 
 #: |fast - reference| allowed, per complex dtype of the input, per report field. The reference is
 #: computed in double precision from the same (rounded) inputs. sqrtm-based fidelities lose a few
@@ -149,16 +154,11 @@ def test_measure_matches_the_reference(dims, subsets, lib, dtype):
     # the state comes back hermitised and trace-normalised, in the input's library and dtype
     assert type(rho) is type(s) and rho.dtype == s.dtype
     assert abs(complex(to_np(rho).trace()) - 1) <= TOL[dtype]["eig"] * 10
-    if lib == "numpy":
-        for name in ("max_marginal_deviation", "mean_marginal_fidelity",
-                     "mean_marginal_trace_distance"):
-            assert type(getattr(report, name)) is float
-    else:
-        real = torch.float64 if dtype == "complex128" else torch.float32
-        for name in ("max_marginal_deviation", "mean_marginal_fidelity",
-                     "mean_marginal_trace_distance"):
-            v = getattr(report, name)
-            assert isinstance(v, torch.Tensor) and v.shape == () and v.dtype == real
+    # the report holds plain Python numbers for one problem, whatever the input's library
+    for name in ("max_marginal_deviation", "mean_marginal_fidelity",
+                 "mean_marginal_trace_distance", "min_eigenvalue"):
+        assert type(getattr(report, name)) is float
+    assert type(report.certified) is bool and type(report.verdict) is str
 
 
 @pytest.mark.parametrize("lib", ["numpy", "torch"])
@@ -169,12 +169,50 @@ def test_measure_is_batched(lib, dtype):
     p, s = as_input(problem, state, lib, dtype)
     _, report = measure(p, s)
     check_report(report, p, s, dtype, batch=(2, 3))
-    real = np.dtype(np.float64 if dtype == "complex128" else np.float32)
     for name in ("max_marginal_deviation", "mean_marginal_fidelity",
-                 "mean_marginal_trace_distance"):
+                 "mean_marginal_trace_distance", "certified", "verdict"):
         v = getattr(report, name)
-        assert tuple(v.shape) == (2, 3)
-        assert (v.dtype == getattr(torch, real.name)) if lib == "torch" else (v.dtype == real)
+        assert isinstance(v, np.ndarray) and v.shape == (2, 3)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_certified_is_the_contracts_test(lib):
+    """certified <=> finite, tr > 0, lambda_min >= -eig_tol and deviation <= marginal_tol, per
+    element, against the reference's numbers; the verdict says which test failed."""
+    dims, subsets = (2, 2, 2), [(0, 1), (1, 2)]
+    rho = qm.rank_mixture_state(8, 2, batch=5, seed=3)
+    problem = qm.MarginalProblem.from_state(rho, subsets=subsets, dims=dims)
+    x = rho.copy()
+    x[1] = (1 - 1e-7) * rho[1] + 1e-7 * qm.hilbert_schmidt_state(8, seed=1)  # marginals off
+    w, v = np.linalg.eigh(rho[2])
+    x[2] = (v * (w - 2e-10 * (w < 1e-12))) @ v.conj().T  # slightly negative, exact marginals
+    x[3] = np.nan
+    x[4] = -rho[4]  # trace -1
+    p, s = as_input(problem, x, lib, "complex128")
+    _, rep = _measure(p, s, eig_tol=1e-10, marginal_tol=1e-9, method="exact", certifies=True)
+    assert rep.certified.tolist() == [True, False, False, False, False]
+    assert rep.verdict[0] == "certified state"
+    assert "marginal deviation" in rep.verdict[1] and "lambda_min" in rep.verdict[2]
+    assert "non-finite" in rep.verdict[3] and "non-finite entries or a trace" in rep.verdict[4]
+    assert np.isnan(rep.min_eigenvalue[3]) and not rep.valid[3]
+    ref = reference(problem[2], x[2])
+    assert ref["min_eigenvalue"] < -1e-10 and ref["max_marginal_deviation"] <= 1e-9
+    # looser tolerances certify the near misses; an approximate method is labelled as such
+    _, loose = _measure(p, s, eig_tol=1e-9, marginal_tol=1e-6, method="mio")
+    assert loose.certified.tolist() == [True, True, True, False, False]
+    assert loose.verdict[3].startswith("approximate (mio): not a certified state")
+
+
+def test_single_precision_output_is_certified_as_returned():
+    """With out_dtype complex64 the state is rounded first and measured as returned."""
+    rho = qm.rank_mixture_state(16, 1, seed=2)
+    problem = qm.MarginalProblem.from_state(rho, k=3)
+    out, rep = _measure(problem, rho, eig_tol=1e-10, marginal_tol=1e-9, out_dtype=np.complex64)
+    assert out.dtype == np.complex64
+    lam = np.linalg.eigvalsh(out.astype(np.complex128))[0]
+    assert rep.min_eigenvalue == pytest.approx(lam, abs=1e-15)
+    assert rep.max_marginal_deviation == pytest.approx(
+        float(problem.marginal_deviation(out.astype(np.complex128))), abs=1e-15)
 
 
 def test_measure_of_one_state_against_a_batch_of_problems_broadcasts():

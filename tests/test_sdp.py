@@ -1,10 +1,12 @@
-"""method="sdp": the CVXPY baseline (Eq. (2)), both formulations, structure reuse, x0."""
+"""method="sdp": the CVXPY baseline (Eq. (2)), both formulations, structure reuse, x0, and the
+polishing that makes it a certifying method (an SDP solver's answer meets its own tolerance,
+not the certification's)."""
 
 import numpy as np
 import pytest
 
 import qmarginal as qm
-from qmarginal.errors import IncompatibleMarginalsError, MarginalError
+from qmarginal.errors import IncompatibleMarginalsError, MarginalError, NotCertifiedError
 
 cp = pytest.importorskip("cvxpy")
 sdp = pytest.importorskip("qmarginal.solvers.sdp")
@@ -39,26 +41,49 @@ def test_marginal_map_matches_partial_trace():
 @pytest.mark.parametrize("n,k,rank", [(3, 2, 2), (3, 1, 8), (4, 3, 3), (4, 2, 16)])
 def test_sdp_agrees_within_its_tolerance(form, n, k, rank):
     rho, p = _problem(n, k, rank, seed=10 * n + rank)
-    res = qm.reconstruct(p, "sdp", form=form, eps=1e-8, max_iters=20000)
+    res = qm.reconstruct(p, "sdp", form=form, eps=1e-8, maxiter=20000)
     r = res.report
-    assert r.info["status"] == "optimal" and r.converged
-    assert r.max_marginal_deviation <= SDP_TOL
-    assert r.min_eigenvalue >= -SDP_TOL
+    assert r.info["status"] == "optimal" and r.certified
+    # the SDP solver's own answer, before polishing, within its own tolerance
+    assert r.info["sdp_marginal_deviation"] <= SDP_TOL
+    assert r.info["sdp_min_eigenvalue"] >= -SDP_TOL
+    assert r.max_marginal_deviation <= 1e-9 and r.min_eigenvalue >= -1e-10
     assert r.mean_marginal_fidelity >= 1 - SDP_TOL
     assert r.iterations > 0 and r.info["solve_time_s"] > 0
-    assert r.tolerances["eps"] == 1e-8
+    assert r.settings["eps"] == 1e-8 and r.settings["maxiter"] == 20000
+
+
+def test_unpolished_answer_is_never_called_certified():
+    """SCS at its default accuracy: lambda_min around -1e-5 and marginals off by ~1e-5 (it used
+    to come back with converged=True). Without polishing it is "not certified", carrying the
+    SDP solver's answer; with polishing (the default) it is a certified state."""
+    _, p = _problem(4, 3, 2, seed=7)
+    with pytest.raises(NotCertifiedError) as info:
+        qm.reconstruct(p, "sdp", polish=False, check=False)
+    best = info.value.reconstruction
+    assert not best.report.certified and best.report.max_marginal_deviation <= 1e-2
+    assert "polish=False" in info.value.reason
+    rec = qm.reconstruct(p, "sdp")
+    assert rec.report.certified and rec.report.info["polish"].startswith("exact solver")
+
+
+def test_old_option_names_still_work():
+    _, p = _problem(3, 2, 2, seed=1)
+    with pytest.warns(DeprecationWarning, match="max_iters.*maxiter"):
+        r = qm.reconstruct(p, "sdp", eps=1e-8, max_iters=5000).report
+    assert r.settings["maxiter"] == 5000 and r.certified
 
 
 def test_qutrits():
     _, p = _problem(3, 2, 9, seed=4, dims=(3, 3, 3))
     r = qm.reconstruct(p, "sdp", eps=1e-8).report
-    assert r.max_marginal_deviation <= SDP_TOL and r.min_eigenvalue >= -SDP_TOL
+    assert r.certified and r.info["sdp_marginal_deviation"] <= SDP_TOL
 
 
 def test_clarabel():
     _, p = _problem(3, 2, 2, seed=4)
     r = qm.reconstruct(p, "sdp", solver="CLARABEL", eps=1e-9).report
-    assert r.max_marginal_deviation <= SDP_TOL and r.min_eigenvalue >= -SDP_TOL
+    assert r.certified and r.info["sdp_marginal_deviation"] <= SDP_TOL
     assert r.info["solver"] == "CLARABEL"
 
 
@@ -70,7 +95,7 @@ def test_structure_is_built_once_and_reused():
     r2 = qm.reconstruct(p2, "sdp", eps=1e-8).report
     assert not r1.info["reused_problem"] and r2.info["reused_problem"]
     assert r2.info["build_time_s"] == 0.0
-    assert r2.max_marginal_deviation <= SDP_TOL  # the parameters were really updated
+    assert r2.info["sdp_marginal_deviation"] <= SDP_TOL  # the parameters were really updated
     # another form or solver is another structure
     r3 = qm.reconstruct(p2, "sdp", form="paper", eps=1e-8).report
     assert not r3.info["reused_problem"]
@@ -81,7 +106,7 @@ def test_batch_is_solved_element_by_element():
     p = qm.MarginalProblem.from_state(rho, k=2)
     res = qm.reconstruct(p, "sdp", eps=1e-8)
     assert res.state.shape == (2, 8, 8)
-    assert np.all(res.report.max_marginal_deviation <= SDP_TOL)
+    assert np.all(res.report.certified) and res.report.certified.shape == (2,)
     assert res.report.iterations.shape == (2,)
 
 
@@ -89,10 +114,10 @@ def test_x0_and_warm_start():
     rho, p = _problem(4, 3, 2, seed=7)
     cold = qm.reconstruct(p, "sdp", eps=1e-8).report
     warm = qm.reconstruct(p, "sdp", eps=1e-8, x0=rho).report
-    assert warm.max_marginal_deviation <= SDP_TOL
+    assert warm.certified and cold.certified
     assert warm.iterations <= cold.iterations
     again = qm.reconstruct(p, "sdp", eps=1e-8, warm_start=True).report
-    assert again.max_marginal_deviation <= SDP_TOL
+    assert again.certified
     with pytest.raises(MarginalError, match="x0"):
         qm.reconstruct(p, "sdp", form="paper", x0=rho)
 
@@ -134,5 +159,4 @@ def test_independent_rows_keep_the_rank():
 def test_clarabel_n5k2_pure():
     _, p = _problem(5, 2, 1, seed=1)
     r = qm.reconstruct(p, "sdp", solver="CLARABEL").report
-    assert r.info["status"] == "optimal"
-    assert r.max_marginal_deviation <= SDP_TOL and r.min_eigenvalue >= -SDP_TOL
+    assert r.info["status"] == "optimal" and r.certified

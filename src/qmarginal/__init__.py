@@ -3,8 +3,13 @@
 Sites are numbered 0..N-1 from the leftmost (most significant) tensor factor.
 """
 
-from .compatibility import Certificate, CompatibilityResult, check_compatibility
-from .errors import IncompatibleMarginalsError, MarginalError
+from .compatibility import (
+    Certificate,
+    CompatibilityResult,
+    CompatibilitySettings,
+    check_compatibility,
+)
+from .errors import IncompatibleMarginalsError, MarginalError, NotCertifiedError, QMarginalError
 from .marginals import k_body_subsets, marginals
 from .metrics import (
     StateReport,
@@ -17,7 +22,8 @@ from .metrics import (
 from .mio import impose
 from .partial_trace import embed, partial_trace
 from .problem import MarginalProblem, Tolerances
-from .reconstruct import Reconstruction, Report, reconstruct
+from .reconstruct import reconstruct
+from .report import Reconstruction, Report
 from .states import (
     bures_state,
     haar_ket,
@@ -28,7 +34,7 @@ from .states import (
     rng_from_seed,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "partial_trace",
@@ -38,8 +44,10 @@ __all__ = [
     "impose",
     "MarginalProblem",
     "Tolerances",
+    "QMarginalError",
     "MarginalError",
     "IncompatibleMarginalsError",
+    "NotCertifiedError",
     "fidelity",
     "trace_distance",
     "state_report",
@@ -58,5 +66,6 @@ __all__ = [
     "Report",
     "check_compatibility",
     "CompatibilityResult",
+    "CompatibilitySettings",
     "Certificate",
 ]

@@ -1,8 +1,10 @@
 """The ``qmarginal`` command line: it parses, reads and writes files, and calls the library.
 
 Subcommands live in small modules that each define ``add_commands(subparsers)``; every handler
-is ``handler(args) -> int`` (the exit status). Library errors (MarginalError) are printed as one
-clear line with exit status 2, never as a traceback.
+is ``handler(args) -> int`` (the exit status). Library errors are printed as one clear line,
+never as a traceback: bad input or usage (MarginalError, a missing optional dependency) exits
+with status 2, a verified incompatibility with 1, a missing certificate (NotCertifiedError)
+with 3 (see :mod:`qmarginal._cli_solve`).
 """
 
 from __future__ import annotations
@@ -11,20 +13,20 @@ import argparse
 import sys
 from importlib import import_module
 
-from .errors import MarginalError
+from .errors import IncompatibleMarginalsError, MarginalError, NotCertifiedError
 
 #: modules that contribute subcommands, imported when the parser is built (keep them light:
 #: heavy libraries are imported inside the handlers).
 COMMAND_MODULES = [
     "qmarginal._cli_core",
-    "qmarginal.solvers._cli",
+    "qmarginal._cli_solve",
     "qmarginal.learn._cli",
     "qmarginal.evaluation._cli",
 ]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="qmarginal",
@@ -43,12 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except IncompatibleMarginalsError as exc:
+        print(f"qmarginal {args.command}: incompatible (certificate verified): {exc}",
+              file=sys.stderr)
+        return 1
+    except NotCertifiedError as exc:
+        print(f"qmarginal {args.command}: not certified: {exc}", file=sys.stderr)
+        return 3
     except MarginalError as exc:
         print(f"qmarginal {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
         print(f"qmarginal {args.command}: error: {exc}", file=sys.stderr)
-        return 3
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

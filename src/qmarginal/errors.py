@@ -1,25 +1,66 @@
-"""Error classes of qmarginal."""
+"""Error classes of qmarginal.
+
+Every error the library raises on purpose derives from :class:`QMarginalError`:
+
+- :class:`MarginalError` (also a ``ValueError``): invalid input or options (exit status 2);
+- :class:`IncompatibleMarginalsError`: no state has the marginals, proved by a verified
+  certificate (exit status 1);
+- :class:`NotCertifiedError` (also a ``RuntimeError``): a certifying method found neither a
+  certified state nor a verified certificate of incompatibility (time limit, iteration limit,
+  stall, undetermined compatibility); it carries the best iterate (exit status 3).
+"""
 
 from __future__ import annotations
 
-__all__ = ["MarginalError", "IncompatibleMarginalsError"]
+__all__ = ["QMarginalError", "MarginalError", "IncompatibleMarginalsError", "NotCertifiedError"]
 
 
-class MarginalError(ValueError):
-    """Invalid input: a marginal, a subset of sites, dimensions or a tolerance.
+class QMarginalError(Exception):
+    """Base class of the errors qmarginal raises on purpose."""
+
+
+class MarginalError(QMarginalError, ValueError):
+    """Invalid input: a marginal, a subset of sites, dimensions, a tolerance or an option.
 
     The message names what was wrong, which marginal (by its subset of sites) and the value.
     """
 
 
 class IncompatibleMarginalsError(MarginalError):
-    """No global state has the given marginals.
+    """No global state has the given marginals, and a certificate proves it.
+
+    Raised only when a certificate of incompatibility (a local Hamiltonian W whose ground
+    energy exceeds the energy the marginals would give it) has been verified independently.
 
     Attributes:
-        result: the compatibility result (certificate and least-squares answer), when one was
-            computed.
+        result: the :class:`~qmarginal.CompatibilityResult` (certificate, nearest compatible
+            marginals, a state with them).
+        index: the batch index of the element, for an element of a batch (else ``()``).
     """
 
-    def __init__(self, message: str, result=None):
+    def __init__(self, message: str, result=None, index: tuple = ()):
         super().__init__(message)
         self.result = result
+        self.index = tuple(index)
+
+
+class NotCertifiedError(QMarginalError, RuntimeError):
+    """A certifying method returned no certified state and incompatibility was not proved.
+
+    Attributes:
+        reason: why, in words ("time limit", "iteration limit", "stalled", "undetermined
+            compatibility", ...).
+        reconstruction: the best iterate as a :class:`~qmarginal.Reconstruction` (its report
+            says how far from certified it is; ``report.certified`` is False).
+        compatibility: the :class:`~qmarginal.CompatibilityResult` of the check that ran
+            (None when none ran).
+        index: the batch index of the element, for an element of a batch (else ``()``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "", reconstruction=None,
+                 compatibility=None, index: tuple = ()):
+        super().__init__(message)
+        self.reason = reason
+        self.reconstruction = reconstruction
+        self.compatibility = compatibility
+        self.index = tuple(index)

@@ -31,7 +31,10 @@ from ._sites import complement, normalize_dims, normalize_subset, subset_dim
 from .errors import MarginalError
 from .partial_trace import _check_square, _traced_first, site_tensor, traced_diagonal
 
-__all__ = ["impose"]
+__all__ = ["impose", "seed_matrix", "SEEDS"]
+
+#: the named MIO seeds of :func:`seed_matrix`
+SEEDS = ("maximally_mixed", "hilbert_schmidt")
 
 
 def _items(marginals):
@@ -132,3 +135,38 @@ def impose(x, marginals, dims: int | Sequence[int] = 2):
             delta *= scale
             v -= delta
     return out
+
+
+def seed_matrix(problem, seed_state="maximally_mixed", *, seed=None):
+    """The MIO seed for ``problem``: the maximally mixed state 1/D, a Hilbert-Schmidt random
+    state per batch element (the paper's choice; reproducible from ``seed``), or a given matrix.
+
+    The result follows the problem's library, precision and device.
+
+    Raises:
+        MarginalError: an unknown seed name, or a matrix of the wrong size.
+
+    Example:
+        >>> from qmarginal import MarginalProblem, hilbert_schmidt_state
+        >>> p = MarginalProblem.from_state(hilbert_schmidt_state(8, seed=0), k=2)
+        >>> seed_matrix(p).shape
+        (8, 8)
+    """
+    from .states import hilbert_schmidt_state
+
+    sig = next(iter(problem.marginals.values()))
+    D = problem.dim
+    batch = problem.batch_shape
+    if isinstance(seed_state, str):
+        if seed_state == "maximally_mixed":
+            eye = B.eye(D, like=sig) / D
+            return eye if not batch else (eye.expand(batch + (D, D)) if B.is_torch(eye)
+                                          else np.broadcast_to(eye, batch + (D, D)))
+        if seed_state == "hilbert_schmidt":
+            x = hilbert_schmidt_state(D, batch=batch or None, seed=seed)
+            return B.as_array(x, like=sig).to(sig.dtype) if B.is_torch(sig) else x.astype(sig.dtype)
+        raise MarginalError(f"unknown seed {seed_state!r}; use one of {SEEDS} or pass a matrix")
+    x = B.as_array(seed_state, like=sig)
+    if tuple(x.shape[-2:]) != (D, D):
+        raise MarginalError(f"seed matrix must be {D} x {D}, got shape {tuple(x.shape)}")
+    return x

@@ -1,353 +1,368 @@
-"""One entry point for every reconstruction method: ``reconstruct(problem, method=...)``.
+"""One entry point for every reconstruction method, and the contract it enforces.
 
-Each method is a function ``solve(problem, **options) -> SolverOutput`` registered by name in
-:data:`METHODS` as ``"module:function"`` and imported only when called, so optional heavy
-dependencies (cvxpy, torch) are loaded only by the methods that need them. ``reconstruct``
-times the call and measures the result the same way for every method (:class:`Report`).
+``reconstruct(problem, method=...)`` looks the method up in the registry
+(:data:`qmarginal.solvers._api.METHODS`), checks the options against its settings dataclass,
+converts the problem to complex128 in the library the method computes in, splits batches for
+the methods that take one problem at a time, runs the method, and certifies the answer
+(:func:`qmarginal.report.measure`, independent of the method's own bookkeeping). Then:
+
+- a **certifying** method ("exact", "auto", "sdp", "maxent") returns only certified states. For
+  an element that is not certified, :func:`qmarginal.check_compatibility` runs: a verified
+  certificate of incompatibility gives :class:`~qmarginal.IncompatibleMarginalsError`; a
+  certified state that the check finds is returned instead (except for "maxent", whose answer
+  must be the maximum-entropy state); otherwise :class:`~qmarginal.NotCertifiedError`, carrying
+  the best iterate, its report and the reason.
+- an **approximate** method ("mio", "cdae", "cdae+mio": the paper's pipelines) returns its raw
+  output, measured and flagged the same way (``report.certified``, ``report.verdict``).
+
+Errors are raised for a single problem unless ``strict=False``; for a batch, every element is
+answered and the failures are listed per element in ``Reconstruction.errors`` unless
+``strict=True``. Nothing else ever raises for a compatible, valid input.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from dataclasses import dataclass, field
-from importlib import import_module
-from typing import Any
 
 import numpy as np
 
 from . import _backend as B
-from .metrics import VALIDITY_ATOL, _per_marginal, _state_report, fidelity, trace_distance
+from .errors import IncompatibleMarginalsError, MarginalError, NotCertifiedError
 from .problem import MarginalProblem
+from .report import VERDICT_INCOMPATIBLE, Reconstruction, Report, measure
+from .solvers._api import METHODS, SolverOutput, method_spec, register_method
 
-__all__ = ["reconstruct", "Reconstruction", "Report", "SolverOutput", "METHODS", "register_method"]
+__all__ = ["reconstruct", "Reconstruction", "Report", "METHODS", "register_method"]
 
-#: method name -> "module:function" (relative to the qmarginal package) of its solver.
-METHODS: dict[str, str] = {
-    "mio": "qmarginal.solvers.mio:solve",
-    "exact": "qmarginal.solvers.exact:solve",
-    "auto": "qmarginal.solvers.auto:solve",
-    "sdp": "qmarginal.solvers.sdp:solve",
-    "maxent": "qmarginal.solvers.maxent:solve",
-    "cdae": "qmarginal.learn.pipeline:solve_cdae",
-    "cdae+mio": "qmarginal.learn.pipeline:solve_cdae_mio",
-}
+#: methods whose answer is a particular state (not just any certified one): a state found by
+#: the compatibility check does not replace theirs
+_NO_RESCUE = {"maxent"}
 
 
-def register_method(name: str, target: str) -> None:
-    """Register ``target`` ("package.module:function") as the solver for ``method=name``."""
-    METHODS[name] = target
-
-
-@dataclass
-class SolverOutput:
-    """What a solver returns to :func:`reconstruct`.
-
-    Attributes:
-        state: the candidate global state(s), ``(*batch, D, D)``.
-        iterations: iterations used (int, or per batch element).
-        converged: whether the solver's own stopping test was met (bool or per batch element).
-        tolerances: the tolerances the solver used, by name.
-        info: anything else worth reporting (path taken, objective values, ...).
-    """
-
-    state: Any
-    iterations: Any = 0
-    converged: Any = True
-    tolerances: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Report:
-    """Measurements of a reconstruction, the same for every method (batched entries are arrays).
-
-    ``valid`` is the paper's test (hermitise, normalise the trace, lambda_min >= -1e-10).
-    Marginal measures compare tr_{J^c} rho of the hermitised, trace-normalised state with sigma_J.
-    """
-
-    method: str
-    valid: Any
-    min_eigenvalue: Any
-    negative_count: Any
-    negative_sum: Any
-    max_marginal_deviation: Any
-    mean_marginal_fidelity: Any
-    mean_marginal_trace_distance: Any
-    trace: Any
-    iterations: Any
-    converged: Any
-    wall_time: float
-    tolerances: dict
-    info: dict
-
-    def rows(self) -> list[tuple[str, str]]:
-        def fmt(v):
-            a = np.asarray(B.to_numpy(v) if B.is_torch(v) else v)
-            if a.ndim == 0:
-                x = a.item()
-                if isinstance(x, (bool, np.bool_)):
-                    return str(bool(x))
-                if isinstance(x, (int, np.integer)):
-                    return str(int(x))
-                if isinstance(x, float):
-                    return f"{x:.6g}"
-                return str(x)
-            if a.dtype == bool:
-                return f"{int(a.sum())}/{a.size} true"
-            return f"min {a.min():.4g}, mean {a.mean():.4g}, max {a.max():.4g} (n={a.size})"
-
-        rows = [
-            ("method", self.method),
-            ("valid state (lambda_min >= -1e-10)", fmt(self.valid)),
-            ("min eigenvalue", fmt(self.min_eigenvalue)),
-            ("negative eigenvalues (count)", fmt(self.negative_count)),
-            ("negative eigenvalues (sum)", fmt(self.negative_sum)),
-            ("max marginal deviation", fmt(self.max_marginal_deviation)),
-            ("mean marginal fidelity", fmt(self.mean_marginal_fidelity)),
-            ("mean marginal trace distance", fmt(self.mean_marginal_trace_distance)),
-            ("trace (before normalising)", fmt(self.trace)),
-            ("iterations", fmt(self.iterations)),
-            ("converged", fmt(self.converged)),
-            ("wall time (s)", f"{self.wall_time:.4g}"),
-        ]
-        rows += [(f"tolerance: {k}", f"{v:g}" if isinstance(v, float) else str(v))
-                 for k, v in self.tolerances.items()]
-        rows += [(f"info: {k}", str(v)) for k, v in self.info.items()]
-        return rows
-
-    def table(self) -> str:
-        rows = self.rows()
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-@dataclass(frozen=True)
-class Reconstruction:
-    """A reconstructed global state and its :class:`Report`.
-
-    ``state`` is Hermitian with trace 1 (the solver's output, hermitised and trace-normalised);
-    check ``report.valid`` for positivity.
-    """
-
-    state: Any
-    report: Report
-
-
-def _max_abs_deviation(sigma, red):
-    """Largest |entry| of red - sigma over the last two axes."""
-    d = B.abs_(red - sigma)
-    return d.amax(dim=(-2, -1)) if B.is_torch(d) else d.max(axis=(-2, -1))
-
-
-def measure(problem: MarginalProblem, state, *, method: str = "", iterations=0, converged=True,
-            wall_time: float = 0.0, tolerances: dict | None = None, info: dict | None = None,
-            atol: float = VALIDITY_ATOL) -> tuple[Any, Report]:
-    """Hermitise and trace-normalise ``state`` and measure it against ``problem``.
-
-    Every partial trace tr_{J^c} rho is computed once (grouped by marginal size, see
-    :func:`qmarginal.metrics.mean_marginal_fidelity`) and gives the marginal deviation, the
-    fidelities and the trace distances; the state's spectrum comes from one eigvalsh.
-    """
-    h = B.hermitian_part(B.to_complex(state))
-    sr = _state_report(h, atol)
-    tr = B.real(B.trace(h))
-    rho = h / tr[..., None, None]
-    devs, fids, tds = _per_marginal(rho, problem.marginals, problem.dims,
-                                    _max_abs_deviation, fidelity, trace_distance)
-    to_py = (lambda a: a) if (B.is_torch(rho) or problem.batch_shape) else (
-        lambda a: float(np.asarray(a)))
-    report = Report(
-        method=method,
-        valid=sr.valid,
-        min_eigenvalue=sr.min_eigenvalue,
-        negative_count=sr.negative_count,
-        negative_sum=sr.negative_sum,
-        max_marginal_deviation=to_py(devs.amax(-1) if B.is_torch(devs) else devs.max(-1)),
-        mean_marginal_fidelity=to_py(fids.mean(-1)),
-        mean_marginal_trace_distance=to_py(tds.mean(-1)),
-        trace=sr.trace,
-        iterations=iterations,
-        converged=converged,
-        wall_time=wall_time,
-        tolerances={"validity_atol": atol, **(tolerances or {})},
-        info=dict(info or {}),
-    )
-    return rho, report
-
-
-#: methods meant to return a valid state: when one of them does not, reconstruct() checks the
-#: input's compatibility (the MIO and learned methods make no such promise).
-STATE_METHODS = {"exact", "sdp", "maxent"}
-
-#: marginal deviation above which a STATE_METHODS result triggers the compatibility check.
-CHECK_DEVIATION = 1e-6
-
-
-def _split_batch(problem: MarginalProblem):
-    """The elements of a (possibly batched) problem as a flat list, and the batch shape."""
+def _elements(problem: MarginalProblem) -> list[MarginalProblem]:
+    """The elements of a (possibly batched) problem as a flat list (views, not validated)."""
     batch = problem.batch_shape
     if not batch:
-        return [problem], batch
-    flat = int(np.prod(batch))
+        return [problem]
+    flat = math.prod(batch)
     table = {J: s.reshape((flat,) + tuple(s.shape[-2:])) for J, s in problem.marginals.items()}
     return [MarginalProblem({J: a[i] for J, a in table.items()}, problem.dims,
-                            tolerances=problem.tolerances, validate=False)
-            for i in range(flat)], batch
+                            tolerances=problem.tolerances, validate=False) for i in range(flat)]
 
 
-def _failed(report: Report):
-    """Per batch element: the solver did not report convergence and the result is not a valid
-    state with the marginals (to CHECK_DEVIATION). A converged result is trusted, so the
-    compatible path pays nothing."""
-    def arr(v):
-        return np.asarray(B.to_numpy(v) if B.is_torch(v) else v)
-
-    valid = arr(report.valid).astype(bool)
-    dev = arr(report.max_marginal_deviation).astype(float)
-    conv = arr(report.converged).astype(bool)
-    bad = ~valid | ~(dev <= CHECK_DEVIATION)
-    return np.ravel(np.broadcast_to(~conv, bad.shape) & bad)
+def _index(flat: int, batch: tuple) -> tuple:
+    return tuple(int(i) for i in np.unravel_index(flat, batch)) if batch else ()
 
 
-def _incompatible_error(problem, results, indices):
-    from .errors import IncompatibleMarginalsError
+def _in_library(problem: MarginalProblem, library: str) -> MarginalProblem:
+    """The problem with complex128 marginals in ``library`` ("numpy", "torch" or "any")."""
+    if library == "numpy" or (library == "any" and not problem.is_torch):
+        table = {J: np.asarray(B.to_numpy(s) if B.is_torch(s) else s, dtype=np.complex128)
+                 for J, s in problem.marginals.items()}
+        return MarginalProblem(table, problem.dims, tolerances=problem.tolerances,
+                               validate=False)
+    torch = B.torch_module()
+    device = next(iter(problem.marginals.values())).device if problem.is_torch else "cpu"
+    return problem.to_torch(device=device, dtype=torch.complex128)
 
-    bad = [i for i, r in zip(indices, results) if not r.compatible]
-    first = results[[r.compatible for r in results].index(False)]
-    where = f" (batch elements {bad})" if problem.batch_shape else ""
-    cert = first.certificate
-    how = (f"certificate: lambda_min(W) = {cert.lambda_min:.6g} > sum_J tr(w_J sigma_J) = "
-           f"{cert.energy:.6g}" if cert is not None and cert.verified else
-           f"least-squares residual {first.residual_norm:.3g}, no certificate verified")
-    result = first if not problem.batch_shape else results
+
+def _like_input(x, problem: MarginalProblem):
+    """``x`` (numpy or torch) in the input problem's library and device, complex128."""
+    like = next(iter(problem.marginals.values()))
+    if B.is_torch(like):
+        torch = B.torch_module()
+        return B.as_array(x, like=like).to(torch.complex128)
+    return np.asarray(B.to_numpy(x) if B.is_torch(x) else x, dtype=np.complex128)
+
+
+def _merge(outs: list[SolverOutput], batch: tuple) -> SolverOutput:
+    """One output for a batch from the outputs of its elements."""
+    first = outs[0].state
+    if B.is_torch(first):
+        torch = B.torch_module()
+        state = torch.stack([o.state for o in outs]).reshape(batch + tuple(first.shape[-2:]))
+    else:
+        state = np.stack([np.asarray(o.state) for o in outs]).reshape(batch + first.shape[-2:])
+
+    def arr(values):
+        a = np.empty(len(values), dtype=object)
+        a[:] = values
+        try:
+            return np.array(values).reshape(batch) if all(
+                np.ndim(v) == 0 for v in values) else a.reshape(batch)
+        except (ValueError, TypeError):
+            return a.reshape(batch)
+
+    keys = list(dict.fromkeys(k for o in outs for k in o.info))
+    info = {k: arr([o.info.get(k) for o in outs]) for k in keys}
+    return SolverOutput(state, iterations=arr([o.iterations for o in outs]),
+                        converged=arr([bool(o.converged) for o in outs]),
+                        reason=arr([o.reason for o in outs]), info=info)
+
+
+def _solve(spec, problem: MarginalProblem, settings, x0) -> SolverOutput:
+    """Run the method on ``problem`` (already in its library), batch split if it must be."""
+    solve = spec.solver()
+    batch = problem.batch_shape
+    if spec.batched or not batch:
+        return solve(problem, settings, x0=x0)
+    D = problem.dim
+    xs = None
+    if x0 is not None:
+        a = np.asarray(B.to_numpy(x0) if B.is_torch(x0) else x0)
+        if a.shape[-2:] != (D, D):
+            raise MarginalError(f"warm start x0 must be {D} x {D}, got shape {a.shape}")
+        try:
+            xs = np.broadcast_to(a, batch + (D, D)).reshape((-1, D, D))
+        except ValueError as exc:
+            raise MarginalError(f"warm start x0 of shape {a.shape} does not match the "
+                                f"problem's batch shape {batch}") from exc
+    outs = [solve(p, settings, x0=None if xs is None else xs[i])
+            for i, p in enumerate(_elements(problem))]
+    return _merge(outs, batch)
+
+
+def _settings_dict(st) -> dict:
+    """The settings as plain values for the report (nested dataclasses by name)."""
+    out = {}
+    for f in dataclasses.fields(st):
+        v = getattr(st, f.name)
+        if dataclasses.is_dataclass(v):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+                else f.default
+            v = f"{type(v).__name__} ({'default' if v == default else 'custom'})"
+        elif not isinstance(v, (bool, int, float, str, type(None))):
+            v = type(v).__name__ if not isinstance(v, (list, tuple, dict)) else str(v)
+        out[f.name] = v
+    return out
+
+
+def _where(index: tuple) -> str:
+    return f" (batch element {index})" if index else ""
+
+
+def _incompatible(method: str, result, index: tuple) -> IncompatibleMarginalsError:
+    cert = result.certificate
     return IncompatibleMarginalsError(
-        f"no state has these marginals{where}: {how}; least-squares distance to the nearest "
-        f"compatible marginals {first.residual_norm:.3g} (pass least_squares=True to reconstruct "
-        f"a state with those)", result)
+        f"no state has these marginals{_where(index)}: certificate verified, lambda_min(W) = "
+        f"{cert.lambda_min:.6g} > sum_J tr(w_J sigma_J) = {cert.energy:.6g} (gap {cert.gap:.3g},"
+        f" rounding margin {cert.margin:.1e}); distance to the nearest compatible marginals at "
+        f"most {result.residual_norm:.3g} (pass least_squares=True to reconstruct a state with "
+        f"the nearest ones)", result, index)
 
 
-def reconstruct(problem: MarginalProblem, method: str = "exact", *, least_squares: bool = False,
-                check: bool | None = None, **options) -> Reconstruction:
-    """Find a global state with the marginals of ``problem`` by the named method.
+def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=None, x0=None,
+                least_squares: bool = False, strict: bool | None = None, check: bool = True,
+                **options) -> Reconstruction:
+    """Find a global state with the marginals of ``problem`` by the named method, certified.
 
-    Incompatible input. For the methods that promise a valid state (:data:`STATE_METHODS`:
-    "exact", "sdp", "maxent"), a result that the solver does not call converged and that is not
-    a valid state with the marginals (to :data:`CHECK_DEVIATION`) triggers
-    :func:`qmarginal.check_compatibility` (a solver that proves infeasibility, as the SDP does,
-    triggers it too); when it finds the
-    input incompatible, :class:`IncompatibleMarginalsError` is raised carrying the
-    :class:`~qmarginal.CompatibilityResult` (certificate, nearest marginals, a state with them).
-    The compatible path pays nothing for this. With ``least_squares=True`` the check runs first
-    and, for incompatible input, the method is applied to the nearest compatible marginals (in
-    least squares) instead; the report then measures the state against those marginals and says
-    so in ``info`` (``least_squares``, ``distance_to_targets``). Should the method fail on them
-    (they lie on the boundary of the compatible set), the least-squares state itself is returned.
+    The contract. A state is *certified* when it is Hermitian with trace 1, lambda_min >=
+    -eig_tol and max_J max |tr_{J^c} rho - sigma_J| <= marginal_tol, all re-measured here in
+    double precision, independently of the method (:mod:`qmarginal.report`). A certifying method
+    ("exact", "auto", "sdp", "maxent") returns only certified states, or raises
+    :class:`~qmarginal.IncompatibleMarginalsError` (only with a verified certificate) or
+    :class:`~qmarginal.NotCertifiedError` (with the best iterate, its report and the reason).
+    An approximate method ("mio", "cdae", "cdae+mio") returns its raw output, flagged:
+    ``report.certified`` and ``report.verdict`` say what it is. Default tolerances follow the
+    input precision (complex128: eig_tol 1e-10, marginal_tol 1e-9; complex64: 1e-6 and 1e-6;
+    :data:`qmarginal.solvers._api.TOLERANCES`); the output has the input's precision, library
+    and device, and is certified as returned.
 
     Args:
-        problem: the marginals (possibly batched; numpy or torch, any device).
-        method: one of :data:`METHODS` (``"exact"`` by default).
-        least_squares: reconstruct from the nearest compatible marginals when the input is
-            incompatible (for noisy, measured marginals; build those problems with
-            ``validate=False``).
-        check: run the compatibility check after solving: None (default) when a state-method's
-            result fails, True always, False never.
-        **options: passed to the method's solver (see its documentation).
+        problem: the marginals (possibly batched; numpy or torch, any device, any precision:
+            the methods compute in complex128).
+        method: a name in :data:`METHODS` ("exact" by default).
+        settings: the method's settings dataclass (e.g. ``ExactSettings(...)``); keyword
+            ``options`` replace single fields. Every method spells the shared options alike:
+            ``eig_tol``, ``marginal_tol``, and for the iterative ones ``maxiter``,
+            ``time_limit``.
+        x0: a warm start ``(D, D)`` or ``(*batch, D, D)``, for methods that take one ("exact",
+            "sdp").
+        least_squares: for incompatible input, reconstruct from the nearest compatible marginals
+            in least squares (noisy, measured marginals: build those problems with
+            ``validate=False``); the report measures against those marginals and says so.
+        strict: raise for a failing element. None (default): raise for a single problem, and
+            list per-element errors for a batch; True: raise for a batch too (the first error;
+            every element's answer is in its ``batch`` attribute); False: never raise, return
+            the best iterates with ``certified=False`` and the errors in ``errors``.
+        check: run :func:`~qmarginal.check_compatibility` on the elements a certifying method
+            did not certify (False: report them as not certified without deciding).
+        **options: fields of the method's settings (an unknown one raises and lists the valid
+            ones).
 
     Returns:
-        :class:`Reconstruction` with the hermitised, trace-normalised state and its report.
+        :class:`Reconstruction`: the Hermitian, trace-normalised state, its :class:`Report`
+        (``certified`` and ``verdict`` per element) and ``errors`` per failing element.
 
     Raises:
-        MarginalError: unknown method or invalid options/input.
-        IncompatibleMarginalsError: no state has these marginals (and ``least_squares`` is off).
-    """
-    from .errors import IncompatibleMarginalsError, MarginalError
+        MarginalError: unknown method, unknown or invalid options, invalid input.
+        IncompatibleMarginalsError: no state has these marginals (a verified certificate).
+        NotCertifiedError: neither a certified state nor a certificate was found.
+        ImportError: the method's optional dependencies are missing (the message names the
+            extra to install).
 
+    Example:
+        >>> import qmarginal as qm
+        >>> p = qm.MarginalProblem.from_state(qm.rank_mixture_state(16, 2, seed=1), k=3)
+        >>> r = qm.reconstruct(p)
+        >>> r.report.certified, r.report.verdict
+        (True, 'certified state')
+        >>> qm.reconstruct(p, "mio").report.verdict.startswith("approximate (mio)")
+        True
+    """
     if not isinstance(problem, MarginalProblem):
         raise MarginalError(f"problem must be a MarginalProblem, got {type(problem).__name__}")
-    if method not in METHODS:
-        raise MarginalError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    module, func = METHODS[method].split(":")
-    solve = getattr(import_module(module), func)
+    spec = method_spec(method)
+    st = spec.make_settings(settings, options)
+    spec.solver()  # import the method's module (and its libraries) before the clock starts
     t0 = time.perf_counter()
-    target = problem
-    extra_info: dict = {}
+    in_dtype = next(iter(problem.marginals.values())).dtype
+    st = st.resolved(in_dtype)
+    eig_tol, marginal_tol = st.eig_tol, st.marginal_tol
+    if x0 is not None and not spec.warm_start:
+        raise MarginalError(f"method {method!r} takes no warm start x0 (methods that do: "
+                            f"{sorted(n for n, s in METHODS.items() if s.warm_start)})")
+    batch = problem.batch_shape
+    flat = math.prod(batch) if batch else 1
+    work = _in_library(problem, spec.library)
+
+    # least squares: the nearest compatible marginals replace incompatible ones
+    target, extra = problem, {}
     ls_results = None
     if least_squares:
         from .compatibility import check_compatibility
 
-        parts, batch = _split_batch(problem.to_numpy() if problem.is_torch else problem)
-        ls_results = [check_compatibility(p) for p in parts]
-        if not all(r.compatible for r in ls_results):
-            table = {J: np.stack([r.nearest_marginals[J] for r in ls_results]).reshape(
-                batch + tuple(s.shape[-2:])) for J, s in problem.marginals.items()}
-            if problem.is_torch:
-                like = next(iter(problem.marginals.values()))
-                table = {J: B.as_array(a, like=like).to(like.dtype) for J, a in table.items()}
-            target = problem.with_marginals(table, validate=False)
-            dist = [r.residual_norm for r in ls_results]
-            extra_info.update(least_squares=True,
-                              distance_to_targets=dist[0] if not batch else np.array(dist),
-                              input_status=[r.status for r in ls_results] if batch
-                              else ls_results[0].status)
-    try:
-        out: SolverOutput = solve(target, **options)
-    except IncompatibleMarginalsError as exc:
-        if target is not problem and ls_results is not None:
-            out = None  # the method failed on the nearest marginals: use the least-squares state
+        ls_results = [check_compatibility(p, eig_tol=eig_tol, marginal_tol=marginal_tol)
+                      for p in _elements(_in_library(problem, "numpy"))]
+        if any(r.status == "incompatible" for r in ls_results):
+            near = {J: np.stack([r.nearest_marginals[J] if r.status == "incompatible" else
+                                 np.asarray(B.to_numpy(p.marginals[J]), dtype=np.complex128)
+                                 for r, p in zip(ls_results, _elements(problem))])
+                    .reshape(batch + tuple(s.shape[-2:])) for J, s in problem.marginals.items()}
+            target = problem.with_marginals({J: _like_input(a, problem) for J, a in near.items()},
+                                            validate=False)
+            work = _in_library(target, spec.library)
+            dist = [r.residual_norm if r.status == "incompatible" else 0.0 for r in ls_results]
+            status = [r.status for r in ls_results]
+            extra = {"least_squares": True,
+                     "distance_to_targets": dist[0] if not batch else np.array(dist).reshape(batch),
+                     "input_status": status[0] if not batch else np.array(status).reshape(batch)}
         else:
-            if exc.result is not None:
-                raise
+            extra = {"least_squares": "not needed (input compatible)"}
+
+    work_x0 = None if x0 is None else (
+        _like_input(x0, work) if spec.library != "numpy" else np.asarray(
+            B.to_numpy(x0) if B.is_torch(x0) else x0, dtype=np.complex128))
+    out = _solve(spec, work, st, work_x0)
+    state = _like_input(out.state, problem)
+    settings_d = _settings_dict(st)
+    info = {**out.info, **extra}
+
+    def measured(state, reason=out.reason):
+        return measure(target, state, eig_tol=eig_tol, marginal_tol=marginal_tol, method=method,
+                       certifies=spec.certifies, iterations=out.iterations,
+                       converged=out.converged, reason=reason,
+                       wall_time=time.perf_counter() - t0, settings=settings_d, info=info,
+                       out_dtype=in_dtype)
+
+    rho, report = measured(state)
+    if not spec.certifies:
+        return Reconstruction(rho, report)
+
+    # the policy for elements that are not certified
+    certified = np.asarray(report.certified, dtype=bool).reshape(flat)
+    if certified.all():
+        return Reconstruction(rho, report)
+    elements = _elements(target)
+    reasons = np.asarray(out.reason, dtype=object).reshape(-1) if batch else [out.reason]
+    errors: dict = {}
+    replaced = False
+    incompatible = []
+    state_flat = state.reshape((flat,) + tuple(state.shape[-2:]))
+    if not B.is_torch(state_flat):
+        state_flat = np.array(state_flat)
+    for i in np.flatnonzero(~certified):
+        index = _index(int(i), batch)
+        reason = str(reasons[i] or "the output misses the tolerances")
+        if ls_results is not None and ls_results[i].status == "incompatible":
+            # the method failed on the (boundary) nearest marginals: the least-squares state
+            # has them by construction
+            state_flat[i] = _like_input(ls_results[i].state, problem)
+            info.setdefault("fallback", f"{method} gave no certified state for the nearest "
+                                        f"marginals; the least-squares state is returned")
+            replaced = True
+            continue
+        cres = None
+        if check:
             from .compatibility import check_compatibility
 
-            parts, _ = _split_batch(problem.to_numpy() if problem.is_torch else problem)
-            results = [check_compatibility(p) for p in parts]
-            if all(r.compatible for r in results):
-                raise
-            raise _incompatible_error(problem, results, range(len(parts))) from exc
-    if out is None:  # fall back to the least-squares states
-        st = np.stack([r.state for r in ls_results])
-        st = st.reshape(problem.batch_shape + st.shape[-2:]) if problem.batch_shape else st[0]
-        if problem.is_torch:
-            like = next(iter(problem.marginals.values()))
-            st = B.as_array(st, like=like).to(like.dtype)
-        out = SolverOutput(st, iterations=0, converged=False,
-                           info={"fallback": f"{method} failed on the nearest marginals; "
-                                             "returned the least-squares state"})
-    wall = time.perf_counter() - t0
-    rho, report = measure(target, out.state, method=method, iterations=out.iterations,
-                          converged=out.converged, wall_time=wall, tolerances=out.tolerances,
-                          info={**out.info, **extra_info})
-    if target is not problem and not np.all(np.asarray(B.to_numpy(report.valid) if B.is_torch(
-            report.valid) else report.valid)):
-        # the method failed on the (boundary) nearest marginals: use the least-squares states
-        st = np.stack([r.state for r in ls_results])
-        st = st.reshape(problem.batch_shape + st.shape[-2:]) if problem.batch_shape else st[0]
-        if problem.is_torch:
-            like = next(iter(problem.marginals.values()))
-            st = B.as_array(st, like=like).to(like.dtype)
-        rho, report = measure(target, st, method=method, iterations=out.iterations,
-                              converged=out.converged, wall_time=time.perf_counter() - t0,
-                              tolerances=out.tolerances,
-                              info={**out.info, **extra_info,
-                                    "fallback": f"{method} gave no valid state for the nearest "
-                                                "marginals; returned the least-squares state"})
-    run_check = (check is True) or (check is None and method in STATE_METHODS)
-    if run_check and ls_results is None:
-        failed = _failed(report) if check is None else np.ones(
-            int(np.prod(problem.batch_shape)) if problem.batch_shape else 1, dtype=bool)
-        if failed.any():
-            from .compatibility import check_compatibility
+            cres = check_compatibility(
+                _in_library(elements[i], "numpy"), eig_tol=eig_tol, marginal_tol=marginal_tol,
+                use_exact=method not in ("exact", "auto"), nearest=False,
+                time_limit=getattr(st, "time_limit", None))
+            if cres.status == "incompatible":
+                errors[index] = _incompatible(method, cres, index)
+                incompatible.append(int(i))
+                continue
+            if cres.status == "compatible" and method not in _NO_RESCUE:
+                state_flat[i] = _like_input(cres.state, problem)
+                info.setdefault("rescued", f"{method}: {reason}; the compatibility check "
+                                           f"({cres.method}) found the certified state returned")
+                replaced = True
+                continue
+            reason += ("; the marginals are compatible (the check found a certified state, "
+                       "in error.compatibility.state), but this method did not reach one"
+                       if cres.status == "compatible" else
+                       f"; compatibility undetermined ({cres.info.get('reason', '')})")
+        else:
+            reason += "; compatibility not checked (check=False)"
+        errors[index] = NotCertifiedError("", reason=reason, compatibility=cres, index=index)
+    if replaced:
+        rho, report = measured(state_flat.reshape(state.shape))
+        certified = np.asarray(report.certified, dtype=bool).reshape(flat)
+    # the not-certified elements: messages with their best iterate's numbers
+    for index, err in list(errors.items()):
+        if isinstance(err, NotCertifiedError):
+            elem = Reconstruction(rho[index] if index else rho,
+                                  _element_report(report, index, batch))
+            lam = elem.report.min_eigenvalue
+            dev = elem.report.max_marginal_deviation
+            errors[index] = NotCertifiedError(
+                f"{method}: no certified state{_where(index)}: {err.reason}; best iterate: "
+                f"lambda_min {lam:.3g}, marginal deviation {dev:.3g} (tolerances: eig_tol "
+                f"{eig_tol:g}, marginal_tol {marginal_tol:g})", reason=err.reason,
+                reconstruction=elem, compatibility=err.compatibility, index=index)
+    if incompatible:
+        verdict = np.asarray(report.verdict, dtype=object).reshape(flat).copy()
+        verdict[incompatible] = VERDICT_INCOMPATIBLE
+        report = dataclasses.replace(report, verdict=verdict.reshape(batch) if batch else
+                                     str(verdict[0]))
+    result = Reconstruction(rho, report, errors)
+    if errors and (strict is True or (strict is None and not batch)):
+        first = errors[sorted(errors)[0]]
+        if batch:
+            first.args = (f"{len(errors)} of {flat} batch elements failed; the first: "
+                          f"{first.args[0]}",)
+        first.batch = result
+        raise first
+    return result
 
-            parts, _ = _split_batch(problem.to_numpy() if problem.is_torch else problem)
-            idx = [int(i) for i in np.flatnonzero(failed)]
-            results = [check_compatibility(parts[i]) for i in idx]
-            if not all(r.compatible for r in results):
-                raise _incompatible_error(problem, results, idx)
-            note = (f"input checked compatible ({results[0].method}, residual "
-                    f"{max(r.residual_norm for r in results):.2e})")
-            if _failed(report).any():
-                note += f"; the {method} result itself is not a valid state to tolerance"
-            report.info["compatibility"] = note
-    elif least_squares and ls_results is not None and "least_squares" not in extra_info:
-        report.info["compatibility"] = "input compatible (least_squares not needed)"
-    return Reconstruction(rho, report)
+
+def _element_report(report: Report, index: tuple, batch: tuple) -> Report:
+    """The report of one batch element (``index`` () for an unbatched report)."""
+    if not index:
+        return report
+
+    def pick(v):
+        a = np.asarray(B.to_numpy(v) if B.is_torch(v) else v)
+        if a.ndim >= len(batch) and a.shape[:len(batch)] == batch:
+            x = a[index]
+            return x.item() if np.ndim(x) == 0 else x
+        return v
+
+    changes = {f.name: pick(getattr(report, f.name)) for f in dataclasses.fields(report)
+               if f.name not in ("method", "wall_time", "tolerances", "settings", "info")}
+    changes["info"] = {k: pick(v) for k, v in report.info.items()}
+    return dataclasses.replace(report, **changes)

@@ -169,17 +169,14 @@ def _run_method(method, problem_of, n_total, ctx, time_limit, chunk_max):
     """Run ``method`` on chunks of the targets until done or out of time.
 
     Returns (per-sample arrays dict, seconds, n done, note)."""
-    from ..reconstruct import measure
+    from ..report import measure
+    from ..solvers._api import default_tolerances, method_spec
 
     slow = cli_name(method) in SLOW
     done, spent, parts, note = 0, 0.0, [], ""
     chunk = 1 if slow else chunk_max
     if slow:  # import the solver (torch, cvxpy) before the clock starts
-        from importlib import import_module
-
-        from ..reconstruct import METHODS as SOLVERS
-
-        import_module(SOLVERS[cli_name(method)].split(":")[0])
+        method_spec(cli_name(method)).solver()
     if cli_name(method) in ("cdae", "cdae+mio", "model2", "model2+mio"):
         predict(method, problem_of(0, 1), ctx)  # warm-up (threads, allocator), not timed
     while done < n_total:
@@ -194,7 +191,8 @@ def _run_method(method, problem_of, n_total, ctx, time_limit, chunk_max):
         t0 = time.perf_counter()
         states = predict(method, problem, ctx)
         spent += time.perf_counter() - t0
-        _, rep = measure(problem, states)
+        eig_tol, marginal_tol = default_tolerances(np.complex128)
+        _, rep = measure(problem, states, eig_tol=eig_tol, marginal_tol=marginal_tol)
         parts.append({"fbar": np.asarray(rep.mean_marginal_fidelity, dtype=float).ravel(),
                       "valid": np.asarray(rep.valid, dtype=bool).ravel(),
                       "td": np.asarray(rep.mean_marginal_trace_distance, dtype=float).ravel(),

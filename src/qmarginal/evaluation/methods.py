@@ -2,7 +2,7 @@
 
 Every function takes a batched :class:`~qmarginal.MarginalProblem` (numpy, batch of n) and an
 :class:`Context` and returns the candidate global states ``(n, D, D)``; the evaluation measures
-them all the same way (:func:`qmarginal.reconstruct.measure`).
+them all the same way (:func:`qmarginal.report.measure`).
 
 Names (CLI) and the name written in the CSV ("method" column; the paper's methods keep their
 published names):
@@ -76,26 +76,26 @@ def _reconstruct(problem, method, ctx, **kw):
     from ..reconstruct import reconstruct
 
     opts = {**kw, **ctx.options.get(method, {})}
-    return np.asarray(reconstruct(problem, method, check=False, **opts).state)
+    # every element's answer (a not-certified one as its best iterate), no compatibility check
+    return np.asarray(reconstruct(problem, method, strict=False, check=False, **opts).state)
 
 
 def _mio(problem, ctx, seed_state):
-    from ..mio import impose
-    from ..solvers.mio import seed_matrix
+    from ..mio import impose, seed_matrix
 
     x0 = seed_matrix(problem, seed_state, seed=_seed(ctx))
     return np.asarray(impose(np.ascontiguousarray(x0), problem))
 
 
 def _cdae(problem, ctx, role, mio_after=False):
-    from ..learn.pipeline import solve_cdae, solve_cdae_mio
+    from ..learn.pipeline import cdae_states
 
     net = ctx.models.get(role)
     if net is None:
         raise MarginalError(f"no {role} network for this case")
-    fn = solve_cdae_mio if mio_after else solve_cdae
-    out = fn(problem, model=net, seed=_seed(ctx), **ctx.options.get(role, {}))
-    return np.asarray(out.state)
+    states, _ = cdae_states(problem, model=net, seed=_seed(ctx), mio_after=mio_after,
+                            **ctx.options.get(role, {}))
+    return np.asarray(states)
 
 
 def _random_guess(problem, ctx):

@@ -217,7 +217,7 @@ def write_hdf5(path, settings: DataSettings, n_samples: int, *, seed: int = 0,
         MarginalError: the file exists with other settings, or is not a qmarginal dataset.
     """
     h5py = _h5py()
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     n_chunks = math.ceil(n_samples / chunk_size)

@@ -112,6 +112,20 @@ class CDAE(nn.Module):
         h = x * D if self.normalize_input else x
         return self.decoder(self.encoder(h))
 
+    def _pre_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's two-channel output before the ``output`` map: the raw output, plus
+        the input (``residual``), rescaled (``normalize_input``), plus sqrt(X_+) (``clip_psd``).
+        One implementation for :meth:`forward` and :meth:`state`."""
+        D = x.shape[-1]
+        y = self._raw(x)
+        if self.residual:
+            y = y + (x * D if self.normalize_input else x)
+        if self.normalize_input:
+            y = y / D
+        if self.output == "clip_psd":
+            y = y + _clipped_sqrt(x)
+        return y
+
     @torch.no_grad()
     def state(self, x: torch.Tensor) -> torch.Tensor:
         """The complex128 output matrices Z for a batch of two-channel inputs.
@@ -124,12 +138,7 @@ class CDAE(nn.Module):
             from .encoding import from_channels
 
             return from_channels(self(x)).to(torch.complex128)
-        D = x.shape[-1]
-        y = self._raw(x)
-        if self.normalize_input:
-            y = y / D
-        if self.output == "clip_psd":
-            y = y + _clipped_sqrt(x)
+        y = self._pre_output(x)
         a = torch.complex(y[:, 0].double(), y[:, 1].double())
         z = a @ a.mH
         return z / z.diagonal(dim1=-2, dim2=-1).sum(-1).real[:, None, None]
@@ -139,18 +148,12 @@ class CDAE(nn.Module):
         if x.ndim != 4 or x.shape[1] != 2 or x.shape[-2] != D or D < 8 or D & (D - 1):
             raise MarginalError(
                 f"CDAE input must be (batch, 2, D, D) with D = 2^N, N >= 3; got {tuple(x.shape)}")
-        y = self._raw(x)
-        if self.residual:
-            y = y + (x * D if self.normalize_input else x)
-        if self.normalize_input:
-            y = y / D
+        y = self._pre_output(x)
         if self.output == "hermitian":
             re, im = y[:, 0], y[:, 1]
             y = torch.stack((0.5 * (re + re.transpose(-1, -2)),
                              0.5 * (im - im.transpose(-1, -2))), dim=1)
         elif self.output in ("psd", "clip_psd"):
-            if self.output == "clip_psd":
-                y = y + _clipped_sqrt(x)
             y = _gram_channels(y)
         return y
 

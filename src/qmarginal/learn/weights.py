@@ -55,7 +55,7 @@ def save_weights(model: torch.nn.Module, path, card: dict | None = None) -> tupl
     """
     from safetensors.torch import save_file
 
-    from .. import __version__
+    from .._version import __version__
 
     stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,8 @@ def load_state_dict_file(path, device="cpu") -> dict:
 def load_weights(path, device=None) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from ``<path>.json`` and load ``<path>.safetensors``: (model, card).
 
-    The model is in eval mode on ``device`` (CPU by default).
+    The model is in eval mode on ``device`` (CPU by default); its card is also kept as
+    ``model.card`` (so that the MIO seed it was trained with is known wherever it goes).
 
     Raises:
         MarginalError: missing or unreadable files, a card of another format, tensors that do
@@ -132,6 +133,7 @@ def load_weights(path, device=None) -> tuple[torch.nn.Module, dict]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise MarginalError(f"weights {stem}.safetensors do not fit the architecture {arch}: {exc}") from exc
+    model.card = card
     return model.to(device or "cpu").eval(), card
 
 

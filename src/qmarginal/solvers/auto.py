@@ -5,63 +5,81 @@ Path "cdae->exact": for N >= 3 qubits with a trained model for N (see
 CDAE and its output is the warm start ``x0`` of :func:`qmarginal.solvers.exact.solve`.
 Path "fallback:<reason>": otherwise (qudits, N < 3, no model for N, torch or the model cannot
 be loaded) the exact solver runs from its default seed, the MIO of the maximally mixed state.
-The exact solver certifies the result in both paths, so "auto" succeeds whenever "exact" does.
+A certifying method: the exact solver's result is certified by ``reconstruct`` in both paths,
+so "auto" succeeds whenever "exact" does, and raises as "exact" does otherwise.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ..errors import MarginalError
 from ..problem import MarginalProblem
-from ..reconstruct import SolverOutput
+from ._api import SolverOutput
 from . import exact
 
-__all__ = ["solve"]
+__all__ = ["AutoSettings", "solve"]
 
 
-def _cdae_start(problem: MarginalProblem, model, models_dir, seed):
+@dataclass(frozen=True)
+class AutoSettings(exact.ExactSettings):
+    """The exact solver's settings (:class:`~qmarginal.solvers.exact.ExactSettings`) plus:
+
+    Attributes:
+        model: None (the shipped model for N, if any), a weights path, or a torch module; an
+            explicit model that does not fit raises instead of falling back.
+        models_dir: where to look for models when ``model`` is None.
+        cdae_seed: random seed of the CDAE's Hilbert-Schmidt seed state (if its card asks for
+            one).
+    """
+
+    model: Any = None
+    models_dir: Any = None
+    cdae_seed: int = 0
+
+    def exact_settings(self) -> exact.ExactSettings:
+        names = {f.name for f in fields(exact.ExactSettings)}
+        return exact.ExactSettings(**{n: getattr(self, n) for n in names})
+
+
+def _cdae_start(problem: MarginalProblem, st: AutoSettings):
     """(state, info) of the CDAE, or (None, reason) when no model fits the problem."""
     if any(d != 2 for d in problem.dims):
         return None, f"qudits (dims {tuple(problem.dims)}): the CDAE is trained on qubits"
     if problem.n_sites < 3:
         return None, f"N = {problem.n_sites} < 3: no CDAE for fewer than 3 qubits"
-    if model is None:
+    if st.model is None:
         try:
             from ..learn.weights import find_model
-            find_model(problem.n_sites, max(len(J) for J in problem.subsets), models_dir)
+            find_model(problem.n_sites, max(len(J) for J in problem.subsets), st.models_dir)
         except ImportError as e:
             return None, f"torch/safetensors missing ({e})"
         except MarginalError:
-            return None, f"no model for N={problem.n_sites} in {models_dir or 'qmarginal/models'}"
+            return None, (f"no model for N={problem.n_sites} in "
+                          f"{st.models_dir or 'qmarginal/models'}")
     try:
-        from ..learn.pipeline import solve_cdae
-        out = solve_cdae(problem, model=model, models_dir=models_dir, seed=seed)
+        from ..learn.pipeline import cdae_states
+        state, info = cdae_states(problem, model=st.model, models_dir=st.models_dir,
+                                  seed=st.cdae_seed)
     except ImportError as e:
         return None, f"torch/safetensors missing ({e})"
     except MarginalError as e:
-        if model is not None:
+        if st.model is not None:
             raise  # the user asked for this model: say why it does not fit
         return None, f"model unusable: {e}"
-    return out.state, out.info
+    return state, info
 
 
-def solve(problem: MarginalProblem, *, model=None, models_dir=None, seed=0,
-          settings: exact.ExactSettings | None = None, **overrides) -> SolverOutput:
+def solve(problem: MarginalProblem, settings: AutoSettings | None = None, *,
+          x0=None) -> SolverOutput:
     """Reconstruct with the exact solver, warm-started from the CDAE when a model fits.
 
-    Args:
-        problem: the marginals (batched or not; numpy or torch).
-        model: None (the shipped model for N, if any), a weights path, or a torch module; an
-            explicit model that does not fit raises instead of falling back.
-        models_dir: where to look for models when ``model`` is None.
-        seed: random seed of the CDAE's Hilbert-Schmidt seed state (if its card asks for one).
-        settings, overrides: :class:`~qmarginal.solvers.exact.ExactSettings` of the exact phase.
-
     Returns:
-        :class:`SolverOutput` of the exact solver; ``info`` adds "auto_path" ("cdae->exact" or
-        "fallback:<reason>"), "cdae_time_s", "cdae" (the model's description), "exact_path",
-        "exact_iterations", "exact_time_s".
+        :class:`~qmarginal.solvers._api.SolverOutput` of the exact solver; ``info`` adds
+        "auto_path" ("cdae->exact" or "fallback:<reason>"), "cdae_time_s", "cdae" (the model's
+        description), "exact_path", "exact_iterations", "exact_time_s".
 
     Raises:
         MarginalError: as :func:`qmarginal.solvers.exact.solve`; an explicit ``model`` that
@@ -74,15 +92,16 @@ def solve(problem: MarginalProblem, *, model=None, models_dir=None, seed=0,
         >>> bool(out.converged), out.info["auto_path"][:16]
         (True, 'fallback:qudits ')
     """
+    st = settings or AutoSettings()
     t0 = time.perf_counter()
-    x0, cinfo = _cdae_start(problem, model, models_dir, seed)
+    start, cinfo = _cdae_start(problem, st)
     t_cdae = time.perf_counter() - t0
-    out = exact.solve(problem, x0=x0, settings=settings, **overrides)
+    out = exact.solve(problem, st.exact_settings(), x0=start)
     info = dict(out.info)
-    info.update(auto_path="cdae->exact" if x0 is not None else f"fallback:{cinfo}",
-                cdae_time_s=t_cdae if x0 is not None else 0.0,
-                cdae=cinfo if x0 is not None else None,
+    info.update(auto_path="cdae->exact" if start is not None else f"fallback:{cinfo}",
+                cdae_time_s=t_cdae if start is not None else 0.0,
+                cdae=cinfo if start is not None else None,
                 exact_path=out.info.get("path"), exact_iterations=out.iterations,
                 exact_time_s=out.info.get("time_s"))
     return SolverOutput(out.state, iterations=out.iterations, converged=out.converged,
-                        tolerances=out.tolerances, info=info)
+                        reason=out.reason, info=info)

@@ -15,47 +15,56 @@ Rank-deficient targets: if no full-rank state has the marginals (e.g. a pure tar
 marginals that fix it), the maximum-entropy state is rank-deficient and the optimal H diverges
 (some eigenvalues of H go to +infinity). The dual then has no minimiser; the iterates creep
 towards infinity and the marginal deviation decreases only slowly. The solver returns the best
-Gibbs state found (smallest deviation), sets ``converged=False`` and says so in ``info["note"]``.
+Gibbs state found (smallest deviation) with ``converged=False`` and the reason; ``reconstruct``
+then raises :class:`~qmarginal.NotCertifiedError` (or :class:`~qmarginal.IncompatibleMarginalsError`
+when a certificate proves that no state has the marginals), never returning it as an answer.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 
-from .. import _backend as B
 from .._sites import subset_dim
 from ..errors import MarginalError
 from ..partial_trace import embed, partial_trace
 from ..problem import MarginalProblem
-from ..reconstruct import SolverOutput
+from ._api import IterativeSettings, SolverOutput
 
 __all__ = ["solve", "MaxEntSettings", "entropy"]
 
 
 @dataclass(frozen=True)
-class MaxEntSettings:
+class MaxEntSettings(IterativeSettings):
     """Settings of the maximum-entropy solver.
 
     Attributes:
-        tol: stop when max_J max |tr_{J^c} rho - sigma_J| <= tol.
-        max_iter: L-BFGS-B iteration limit.
+        eig_tol, marginal_tol: the certification tolerances (None: by the input precision).
+        maxiter: L-BFGS-B iteration limit.
+        time_limit: seconds after which the best Gibbs state found is returned (None: none).
+        safety: the solver stops when the marginal deviation is <= safety * marginal_tol, so
+            that the independent re-measurement passes with room to spare.
         newton_steps: Newton-CG polishing steps after L-BFGS-B.
         memory: L-BFGS memory (number of correction pairs).
     """
 
-    tol: float = 1e-10
-    max_iter: int = 5000
+    maxiter: int = 5000
+    safety: float = 0.1
     newton_steps: int = 30
     memory: int = 30
 
     def __post_init__(self):
-        if not self.tol > 0:
-            raise MarginalError(f"tol must be positive, got {self.tol}")
-        if int(self.max_iter) < 1:
-            raise MarginalError(f"max_iter must be >= 1, got {self.max_iter}")
+        super().__post_init__()
+        if not (isinstance(self.safety, (int, float)) and 0 < self.safety <= 1):
+            raise MarginalError(f"safety must be in (0, 1], got {self.safety!r}")
+        for name in ("newton_steps", "memory"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "newton_steps"
+                                                                       else 1):
+                raise MarginalError(f"{name} must be a non-negative integer, got {v!r}")
 
 
 def entropy(rho, base: float = np.e) -> float:
@@ -168,6 +177,11 @@ def _solve_one(problem: MarginalProblem, s: MaxEntSettings):
     dual = _Dual(problem)
     x = np.zeros(dual.n)
     best = {"dev": np.inf, "x": x}
+    tol = s.safety * s.marginal_tol
+    deadline = None if s.time_limit is None else time.perf_counter() + s.time_limit
+
+    def late() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
 
     def fun(xx):
         F, g, _, dev, *_ = dual.evaluate(xx)
@@ -176,17 +190,17 @@ def _solve_one(problem: MarginalProblem, s: MaxEntSettings):
         return F, g
 
     def callback(intermediate_result):
-        if best["dev"] <= s.tol:
+        if best["dev"] <= tol or late():
             raise StopIteration
 
     res = minimize(fun, x, jac=True, method="L-BFGS-B", callback=callback,
-                   options={"maxiter": int(s.max_iter), "maxcor": s.memory, "ftol": 0.0,
-                            "gtol": s.tol * 1e-2, "maxfun": 4 * int(s.max_iter)})
+                   options={"maxiter": int(s.maxiter), "maxcor": s.memory, "ftol": 0.0,
+                            "gtol": tol * 1e-2, "maxfun": 4 * int(s.maxiter)})
     iterations = int(res.nit)
     lbfgs_message = str(res.message)
     x = best["x"]
     newton = 0
-    while best["dev"] > s.tol and newton < s.newton_steps:
+    while best["dev"] > tol and newton < s.newton_steps and not late():
         _, g, _, dev, *_ = dual.evaluate(x)
         d = _cg(lambda v: dual.hessp(x, v), g, maxiter=min(200, dual.n))
         accepted = False
@@ -202,55 +216,46 @@ def _solve_one(problem: MarginalProblem, s: MaxEntSettings):
         if not accepted:
             break
     F, _, rho, dev, w, _, p = dual.evaluate(best["x"])
-    converged = dev <= s.tol
+    converged = dev <= tol
     info = {"dual_value": float(F), "lbfgs": lbfgs_message, "newton_steps": newton,
             "evaluations": dual.evals, "entropy": float(-(p[p > 0] * np.log(p[p > 0])).sum()),
             "hamiltonian_spread": float(w[-1] - w[0])}
+    reason = ""
     if not converged:
-        info["note"] = ("marginal deviation above tol: the targets are probably rank-deficient "
-                        "(the maximum-entropy Hamiltonian diverges); returned the best Gibbs state")
-    return rho, iterations + newton, converged, dev, info
+        if late():
+            reason = f"time limit ({s.time_limit:g} s) reached"
+        else:
+            reason = ("the marginal deviation stalled above the tolerance: no full-rank state "
+                      "has these marginals (rank-deficient targets: the maximum-entropy "
+                      "Hamiltonian diverges) or none at all")
+    return rho, iterations + newton, converged, reason, info
 
 
-def solve(problem: MarginalProblem, *, tol: float = 1e-10, max_iter: int = 5000,
-          newton_steps: int = 30, memory: int = 30) -> SolverOutput:
+def solve(problem: MarginalProblem, settings: MaxEntSettings | None = None, *,
+          x0=None) -> SolverOutput:
     """The maximum-entropy state rho = exp(-H)/Z with the marginals of ``problem``.
 
     Args:
-        problem: the marginals (numpy or torch; computed in float64 numpy, batches one by one).
-        tol: target max absolute marginal deviation (default 1e-10).
-        max_iter: L-BFGS-B iteration limit.
-        newton_steps: Newton-CG polishing steps.
-        memory: L-BFGS memory.
+        problem: one (unbatched) problem, numpy complex128 (``reconstruct`` splits batches).
+        settings: :class:`MaxEntSettings`.
 
     Returns:
-        SolverOutput; ``converged`` is False when the deviation stays above ``tol``, which is
-        what happens for rank-deficient targets (see the module docstring); ``info`` holds the
-        entropy (nats), the dual value and the spread of H's spectrum.
+        SolverOutput; ``converged`` is False when the deviation stays above
+        ``safety * marginal_tol`` (``reason`` says why; rank-deficient targets do this, see the
+        module docstring); ``info`` holds the entropy (nats), the dual value and the spread of
+        H's spectrum.
+
+    Example:
+        >>> from qmarginal import MarginalProblem, hilbert_schmidt_state
+        >>> p = MarginalProblem.from_state(hilbert_schmidt_state(8, seed=0), k=2)
+        >>> bool(solve(p).converged)
+        True
     """
-    s = MaxEntSettings(tol=tol, max_iter=max_iter, newton_steps=newton_steps, memory=memory)
-    like = next(iter(problem.marginals.values()))
-    npb = problem.to_numpy() if problem.is_torch else problem
-    batch = problem.batch_shape
-    if not batch:
-        rho, it, conv, dev, info = _solve_one(npb, s)
-        state = rho
-    else:
-        flat = int(np.prod(batch))
-        table = {J: np.asarray(a).reshape((flat,) + a.shape[-2:]) for J, a in npb.marginals.items()}
-        outs = []
-        for i in range(flat):
-            one = MarginalProblem({J: a[i] for J, a in table.items()}, npb.dims, validate=False)
-            outs.append(_solve_one(one, s))
-        state = np.stack([o[0] for o in outs]).reshape(batch + (problem.dim,) * 2)
-        it = np.array([o[1] for o in outs]).reshape(batch)
-        conv = np.array([o[2] for o in outs]).reshape(batch)
-        info = {"entropy": np.array([o[4]["entropy"] for o in outs]).reshape(batch)}
-        if not conv.all():
-            info["note"] = ("some batch elements did not reach tol: probably rank-deficient "
-                            "targets (the maximum-entropy Hamiltonian diverges)")
-    if B.is_torch(like):
-        state = B.as_array(state, like=like).to(like.dtype)
-    return SolverOutput(state, iterations=it, converged=conv,
-                        tolerances={"max_marginal_deviation": s.tol, "max_iter": s.max_iter},
-                        info=info)
+    s = settings or MaxEntSettings()
+    if s.eig_tol is None or s.marginal_tol is None:
+        s = s.resolved(next(iter(problem.marginals.values())).dtype)
+    if problem.batch_shape:
+        raise MarginalError("maxent solves one problem at a time (reconstruct splits batches)")
+    rho, it, conv, reason, info = _solve_one(problem.to_numpy() if problem.is_torch else problem,
+                                             s)
+    return SolverOutput(rho, iterations=it, converged=conv, reason=reason, info=info)

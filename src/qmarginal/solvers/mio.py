@@ -1,54 +1,55 @@
 """method="mio": the MIO composition applied to a seed, as in the paper (Eq. (5)).
 
-The result has exactly the given marginals (for a consistent set) and trace 1, but it is
-positive semidefinite only for some seeds and targets.
+An approximate method: the result has exactly the given marginals (for a consistent set) and
+trace 1, but it is positive semidefinite only for some seeds and targets. ``reconstruct``
+measures and flags it like any other output (``report.certified``).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+from typing import Any
 
-from .. import _backend as B
 from ..errors import MarginalError
-from ..mio import impose
+from ..mio import SEEDS, impose, seed_matrix
 from ..problem import MarginalProblem
-from ..reconstruct import SolverOutput
-from ..states import hilbert_schmidt_state
+from ._api import Settings, SolverOutput
 
-SEEDS = ("maximally_mixed", "hilbert_schmidt")
-
-
-def seed_matrix(problem: MarginalProblem, seed_state="maximally_mixed", *, seed=None):
-    """The MIO seed for ``problem``: the maximally mixed state 1/D, a Hilbert-Schmidt random
-    state per batch element (the paper's choice; reproducible from ``seed``), or a given matrix.
-
-    The result follows the problem's library, precision and device.
-    """
-    sig = next(iter(problem.marginals.values()))
-    D = problem.dim
-    batch = problem.batch_shape
-    if isinstance(seed_state, str):
-        if seed_state == "maximally_mixed":
-            eye = B.eye(D, like=sig) / D
-            return eye if not batch else (eye.expand(batch + (D, D)) if B.is_torch(eye)
-                                          else np.broadcast_to(eye, batch + (D, D)))
-        if seed_state == "hilbert_schmidt":
-            x = hilbert_schmidt_state(D, batch=batch or None, seed=seed)
-            return B.as_array(x, like=sig).to(sig.dtype) if B.is_torch(sig) else x.astype(sig.dtype)
-        raise MarginalError(f"unknown seed {seed_state!r}; use one of {SEEDS} or pass a matrix")
-    x = B.as_array(seed_state, like=sig)
-    if tuple(x.shape[-2:]) != (D, D):
-        raise MarginalError(f"seed matrix must be {D} x {D}, got shape {tuple(x.shape)}")
-    return x
+__all__ = ["MIOSettings", "solve", "seed_matrix", "SEEDS"]
 
 
-def solve(problem: MarginalProblem, *, seed_state="maximally_mixed", seed=None) -> SolverOutput:
-    """Q_{J_M} o ... o Q_{J_1}(seed).
+@dataclass(frozen=True)
+class MIOSettings(Settings):
+    """Settings of the MIO.
 
-    Args:
+    Attributes:
         seed_state: "maximally_mixed" (default), "hilbert_schmidt" (the paper), or a matrix.
         seed: random seed for "hilbert_schmidt".
+        eig_tol, marginal_tol: the tolerances the output is measured against (it is not
+            required to meet them).
     """
-    x = seed_matrix(problem, seed_state, seed=seed)
-    name = seed_state if isinstance(seed_state, str) else "given"
+
+    seed_state: Any = "maximally_mixed"
+    seed: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.seed_state, str) and self.seed_state not in SEEDS:
+            raise MarginalError(f"unknown seed {self.seed_state!r}; use one of {SEEDS} or pass "
+                                f"a matrix")
+
+
+def solve(problem: MarginalProblem, settings: MIOSettings | None = None, *,
+          x0=None) -> SolverOutput:
+    """Q_{J_M} o ... o Q_{J_1}(seed).
+
+    Example:
+        >>> from qmarginal import MarginalProblem, hilbert_schmidt_state
+        >>> p = MarginalProblem.from_state(hilbert_schmidt_state(8, seed=0), k=2)
+        >>> solve(p).state.shape
+        (8, 8)
+    """
+    st = settings or MIOSettings()
+    x = seed_matrix(problem, st.seed_state, seed=st.seed)
+    name = st.seed_state if isinstance(st.seed_state, str) else "given"
     return SolverOutput(impose(x, problem), iterations=1, converged=True, info={"seed": name})

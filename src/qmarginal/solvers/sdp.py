@@ -33,9 +33,9 @@ import scipy.sparse as sp
 
 from .. import _backend as B
 from .._sites import complement, subset_dim
-from ..errors import IncompatibleMarginalsError, MarginalError
+from ..errors import MarginalError
 from ..problem import MarginalProblem
-from ..reconstruct import SolverOutput
+from ._api import Settings, SolverOutput
 
 __all__ = ["solve", "SDPSettings", "FORMS", "clear_cache"]
 
@@ -58,16 +58,21 @@ def _cvxpy():
 
 
 @dataclass(frozen=True)
-class SDPSettings:
+class SDPSettings(Settings):
     """Settings of the SDP baseline.
 
     Attributes:
+        eig_tol, marginal_tol: the certification tolerances (None: by the input precision);
+            the polishing step solves to them.
         form: "sparse" (one sparse linear map, default) or "paper" (nested partial traces).
         solver: "SCS" (default), "CLARABEL", or "MOSEK" (when installed).
         eps: the solver's feasibility/optimality tolerance (SCS: eps_abs = eps_rel = eps;
             Clarabel: tol_feas = tol_gap_abs = tol_gap_rel = eps); None keeps the solver's default.
-        max_iters: iteration limit (None: the solver's default).
-        time_limit: seconds per solve (None: no limit).
+        maxiter: the SDP solver's iteration limit (None: the solver's default).
+        time_limit: seconds for the SDP solve and again for the polishing (None: no limit).
+        polish: refine the SDP solver's answer with the exact solver warm-started from it
+            (an SDP solver's solution meets its own tolerance, typically 1e-4 to 1e-8, not the
+            certification tolerances; without polishing such an answer is "not certified").
         warm_start: pass ``warm_start=True`` to CVXPY (SCS restarts from the previous solution of
             the same cached structure).
         verbose: let the solver print its log.
@@ -77,21 +82,29 @@ class SDPSettings:
     form: str = "sparse"
     solver: str = "SCS"
     eps: float | None = None
-    max_iters: int | None = None
+    maxiter: int | None = None
     time_limit: float | None = None
+    polish: bool = True
     warm_start: bool = False
     verbose: bool = False
     solver_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.form not in FORMS:
             raise MarginalError(f"unknown SDP form {self.form!r}; use one of {FORMS}")
-        if str(self.solver).upper() not in _SOLVERS:
+        if not isinstance(self.solver, str) or self.solver.upper() not in _SOLVERS:
             raise MarginalError(f"unknown SDP solver {self.solver!r}; use one of {_SOLVERS}")
-        if self.eps is not None and not self.eps > 0:
-            raise MarginalError(f"eps must be positive, got {self.eps}")
-        if self.max_iters is not None and int(self.max_iters) < 1:
-            raise MarginalError(f"max_iters must be >= 1, got {self.max_iters}")
+        if self.eps is not None and not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise MarginalError(f"eps must be positive, got {self.eps!r}")
+        if self.maxiter is not None and (isinstance(self.maxiter, bool) or
+                                         not isinstance(self.maxiter, int) or self.maxiter < 1):
+            raise MarginalError(f"maxiter must be None or an integer >= 1, got {self.maxiter!r}")
+        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float))
+                                                and self.time_limit > 0):
+            raise MarginalError(f"time_limit must be positive, got {self.time_limit!r}")
+        if not isinstance(self.solver_options, dict):
+            raise MarginalError("solver_options must be a dict")
 
     def options(self) -> dict:
         """Keyword arguments for ``cvxpy.Problem.solve``."""
@@ -100,15 +113,15 @@ class SDPSettings:
         if name == "SCS":
             if self.eps is not None:
                 opts.update(eps_abs=self.eps, eps_rel=self.eps)
-            if self.max_iters is not None:
-                opts["max_iters"] = int(self.max_iters)
+            if self.maxiter is not None:
+                opts["max_iters"] = int(self.maxiter)
             if self.time_limit is not None:
                 opts["time_limit_secs"] = float(self.time_limit)
         elif name == "CLARABEL":
             if self.eps is not None:
                 opts.update(tol_feas=self.eps, tol_gap_abs=self.eps, tol_gap_rel=self.eps)
-            if self.max_iters is not None:
-                opts["max_iter"] = int(self.max_iters)
+            if self.maxiter is not None:
+                opts["max_iter"] = int(self.maxiter)
             if self.time_limit is not None:
                 opts["time_limit"] = float(self.time_limit)
         else:  # MOSEK
@@ -117,8 +130,8 @@ class SDPSettings:
                 params.update({"MSK_DPAR_INTPNT_CO_TOL_PFEAS": self.eps,
                                "MSK_DPAR_INTPNT_CO_TOL_DFEAS": self.eps,
                                "MSK_DPAR_INTPNT_CO_TOL_REL_GAP": self.eps})
-            if self.max_iters is not None:
-                params["MSK_IPAR_INTPNT_MAX_ITERATIONS"] = int(self.max_iters)
+            if self.maxiter is not None:
+                params["MSK_IPAR_INTPNT_MAX_ITERATIONS"] = int(self.maxiter)
             if self.time_limit is not None:
                 params["MSK_DPAR_OPTIMIZER_MAX_TIME"] = float(self.time_limit)
             if params:
@@ -359,106 +372,111 @@ def _inject_x0(model: _Model, x0) -> None:
     model.problem._solver_cache["SCS"] = {"x": x, "y": np.zeros_like(s), "s": s}
 
 
-def solve(problem: MarginalProblem, *, form: str = "sparse", solver: str = "SCS",
-          eps: float | None = None, max_iters: int | None = None,
-          time_limit: float | None = None, warm_start: bool = False, x0=None,
-          verbose: bool = False, solver_options: dict | None = None) -> SolverOutput:
-    """Solve Eq. (2) with CVXPY: find rho >= 0 with tr_{J^c} rho = sigma_J for every J.
+def solve(problem: MarginalProblem, settings: SDPSettings | None = None, *,
+          x0=None) -> SolverOutput:
+    """Solve Eq. (2) with CVXPY (find rho >= 0 with tr_{J^c} rho = sigma_J), then polish.
 
     Args:
-        problem: the marginals (numpy or torch; batches are solved one element at a time).
-        form: "sparse" (default) or "paper" (see the module docstring).
-        solver: "SCS" (default), "CLARABEL" or "MOSEK".
-        eps: solver tolerance (None: the solver's default; SCS's is 1e-4).
-        max_iters: iteration limit (None: the solver's default).
-        time_limit: seconds per solve (None: none).
-        warm_start: CVXPY's warm start (SCS restarts from the last solution of this structure).
-        x0: initial guess, a D x D matrix (or one per batch element); SCS with form="sparse" only.
-        verbose: print the solver's log.
-        solver_options: other solver keyword arguments, passed through.
+        problem: one (unbatched) problem, numpy complex128 (``reconstruct`` splits batches).
+        settings: :class:`SDPSettings`.
+        x0: initial guess, a D x D matrix; SCS with form="sparse" only.
 
     Returns:
-        SolverOutput with the solution (complex128 numpy, or the problem's torch dtype/device),
-        the solver's iteration count, ``converged`` = status "optimal", and in ``info`` the
-        status, solve and setup times, whether the cached problem was reused.
+        SolverOutput with the (polished) solution, complex128 numpy; ``iterations`` the SDP
+        solver's; ``converged`` whether the final state meets the tolerances by the solver's
+        own measure (the certificate is ``reconstruct``'s); ``info``: the SDP status, solve,
+        setup and build times, whether the cached problem was reused, the SDP answer's
+        lambda_min and marginal deviation, and what the polishing did.
 
     Raises:
         ImportError: CVXPY missing (install ``qmarginal[sdp]``).
-        MarginalError: bad options.
-        IncompatibleMarginalsError: the solver reports the constraints infeasible.
+        MarginalError: bad options, a solver that is not installed.
     """
-    settings = SDPSettings(form=form, solver=str(solver).upper(), eps=eps, max_iters=max_iters,
-                           time_limit=time_limit, warm_start=warm_start, verbose=verbose,
-                           solver_options=dict(solver_options or {}))
+    st = settings or SDPSettings()
+    if st.eig_tol is None or st.marginal_tol is None:
+        st = st.resolved(next(iter(problem.marginals.values())).dtype)
+    if problem.batch_shape:
+        raise MarginalError("sdp solves one problem at a time (reconstruct splits batches)")
+    problem = problem.to_numpy() if problem.is_torch else problem
+    solver = st.solver.upper()
     cp = _cvxpy()
-    if settings.solver not in cp.installed_solvers():
-        raise MarginalError(f"SDP solver {settings.solver} is not installed "
+    if solver not in cp.installed_solvers():
+        raise MarginalError(f"SDP solver {solver} is not installed "
                             f"(installed: {cp.installed_solvers()})")
-    if x0 is not None and (settings.form != "sparse" or settings.solver != "SCS"):
+    if x0 is not None and (st.form != "sparse" or solver != "SCS"):
         raise MarginalError("x0 is supported with form='sparse' and solver='SCS' only")
-    like = next(iter(problem.marginals.values()))
-    np_problem = problem.to_numpy() if problem.is_torch else problem
-    batch = problem.batch_shape
-    n_items = int(np.prod(batch)) if batch else 1
-    subsets = problem.subsets
-    sigmas_all = [np.asarray(s, dtype=np.complex128).reshape((n_items,) + s.shape[-2:])
-                  for s in np_problem.marginals.values()]
     D = problem.dim
+    sigmas = [np.asarray(s, dtype=np.complex128) for s in problem.marginals.values()]
     if x0 is not None:
         x0 = np.asarray(B.to_numpy(x0), dtype=np.complex128)
-        if x0.shape[-2:] != (D, D):
+        if x0.shape != (D, D):
             raise MarginalError(f"x0 must be {D} x {D}, got shape {x0.shape}")
-        x0 = np.broadcast_to(x0, batch + (D, D)).reshape((n_items, D, D))
-    model, reused = _model(problem.dims, subsets, settings.form, settings.solver)
-    opts = settings.options()
-    states, iters, conv, statuses, solve_times, setup_times = [], [], [], [], [], []
-    for i in range(n_items):
-        model.set_marginals([s[i] for s in sigmas_all])
-        if x0 is not None:
-            _inject_x0(model, x0[i])
-        try:
-            with warnings.catch_warnings():
-                # the status ("optimal_inaccurate", ...) is reported in info instead
-                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                model.problem.solve(solver=settings.solver,
-                                    warm_start=settings.warm_start or x0 is not None,
-                                    verbose=settings.verbose, **opts)
-            status = model.problem.status
-        except cp.error.SolverError as exc:
-            status = f"solver_error: {exc}"
-        model.solves += 1
-        stats = model.problem.solver_stats
-        statuses.append(status)
-        iters.append(int(getattr(stats, "num_iters", None) or -1))
-        solve_times.append(float(getattr(stats, "solve_time", None) or float("nan")))
-        setup_times.append(float(getattr(stats, "setup_time", None) or float("nan")))
-        if status in ("infeasible", "infeasible_inaccurate"):
-            raise IncompatibleMarginalsError(
-                f"the SDP solver {settings.solver} reports the marginals infeasible "
-                f"(status {status}{', batch index ' + str(i) if batch else ''})")
-        rho = model.state()
-        if rho is None:
-            raise MarginalError(f"the SDP solver {settings.solver} returned no solution "
-                                f"(status {status}{', batch index ' + str(i) if batch else ''})")
-        states.append(rho)
-        conv.append(status == "optimal")
-    state = np.stack(states).reshape(batch + (D, D)) if batch else states[0]
-    if B.is_torch(like):
-        state = B.as_array(state, like=like).to(like.dtype)
-    one = (lambda xs: xs[0]) if not batch else (lambda xs: np.array(xs).reshape(batch))
-    tolerances = {"eps": settings.eps if settings.eps is not None else "solver default",
-                  "max_iters": (settings.max_iters if settings.max_iters is not None
-                                else "solver default")}
-    if settings.time_limit is not None:
-        tolerances["time_limit_s"] = settings.time_limit
+    model, reused = _model(problem.dims, problem.subsets, st.form, solver)
+    model.set_marginals(sigmas)
+    if x0 is not None:
+        _inject_x0(model, x0)
+    try:
+        with warnings.catch_warnings():
+            # the status ("optimal_inaccurate", ...) is reported in info instead
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            model.problem.solve(solver=solver, warm_start=st.warm_start or x0 is not None,
+                                verbose=st.verbose, **st.options())
+        status = model.problem.status
+    except cp.error.SolverError as exc:
+        status = f"solver_error: {exc}"
+    model.solves += 1
+    stats = model.problem.solver_stats
     info = {
-        "solver": settings.solver,
-        "form": settings.form,
-        "status": statuses[0] if not batch else statuses,
-        "solve_time_s": one(solve_times),
-        "setup_time_s": one(setup_times),
+        "solver": solver,
+        "form": st.form,
+        "status": status,
+        "solve_time_s": float(getattr(stats, "solve_time", None) or float("nan")),
+        "setup_time_s": float(getattr(stats, "setup_time", None) or float("nan")),
         "build_time_s": 0.0 if reused else model.build_time,
         "reused_problem": reused,
     }
-    return SolverOutput(state, iterations=one(iters), converged=one(conv),
-                        tolerances=tolerances, info=info)
+    iterations = int(getattr(stats, "num_iters", None) or -1)
+    rho = model.state()
+    infeasible = status in ("infeasible", "infeasible_inaccurate")
+    if rho is None or not np.all(np.isfinite(rho)):
+        from ..mio import impose
+
+        rho = impose(np.eye(D, dtype=np.complex128) / D, problem)  # a stand-in iterate
+        info["sdp_solution"] = "none (the MIO of 1/D stands in)"
+    lam, dev = _measure(problem, rho)
+    info.update(sdp_min_eigenvalue=lam, sdp_marginal_deviation=dev)
+    ok = lam >= -st.eig_tol and dev <= st.marginal_tol
+    reason = ""
+    if infeasible:
+        reason = f"the SDP solver reports the marginals infeasible (status {status})"
+    elif not ok and st.polish:
+        rho, ok, reason = _polish(problem, rho, st, info)
+    elif not ok:
+        reason = (f"the SDP solution (status {status}) misses the tolerances and polish=False "
+                  f"(lambda_min {lam:.2g}, marginal deviation {dev:.2g})")
+    return SolverOutput(rho, iterations=iterations, converged=bool(ok), reason=reason,
+                        info=info)
+
+
+def _measure(problem, rho) -> tuple[float, float]:
+    """lambda_min and marginal deviation of the hermitised, trace-normalised rho."""
+    h = 0.5 * (rho + rho.conj().T)
+    h = h / np.real(np.trace(h))
+    lam = float(np.linalg.eigvalsh(h)[0])
+    dev = float(np.max(problem.marginal_deviation(h)))
+    return lam, dev
+
+
+def _polish(problem, rho, st: SDPSettings, info: dict):
+    """The exact solver warm-started from the SDP answer, to the certification tolerances.
+    Returns (state, ok, reason); the SDP answer itself when polishing is unavailable."""
+    try:
+        from . import exact
+    except ImportError as exc:  # pragma: no cover - torch missing
+        info["polish"] = f"unavailable ({exc}); install qmarginal[torch]"
+        return rho, False, "the SDP solution misses the tolerances and polishing needs torch"
+    out = exact.solve(problem, exact.ExactSettings(eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
+                                                   time_limit=st.time_limit), x0=rho)
+    info.update(polish="exact solver from the SDP solution", polish_path=out.info["path"],
+                polish_iterations=out.iterations, polish_time_s=out.info["time_s"])
+    return out.state, bool(out.converged), out.reason

@@ -12,7 +12,7 @@ flat indices of the entries that each partial trace sums
                             gather and one scatter per subset size; see ``_mobius_groups``)
 
 with a handful of torch calls per group of equally sized subsets. Results agree with
-``partial_trace`` / ``embed`` / ``impose`` to rounding (tested in tests/test_exact.py).
+``partial_trace`` / ``embed`` / ``impose`` to rounding (tested in tests/test_exact.py and tests/test_gauss_newton.py).
 """
 
 from __future__ import annotations
@@ -20,24 +20,20 @@ from __future__ import annotations
 import functools
 import math
 
-from .._sites import subset_dim
-from ..partial_trace import trace_indices
-
-
-#: entries touched by one sequential composition below which the per-call overhead dominates
-SMALL_ENTRIES = 1 << 15
+from ..._sites import subset_dim
+from ...partial_trace import trace_indices
 
 
 class _Structure:
     """The index tensors of one (dims, subsets, device): built once, shared by every problem
     with that structure (see :func:`structure`)."""
 
-    def __init__(self, dims, subsets, torch, device):
+    def __init__(self, dims, subsets, torch, device, mobius_entries: int):
         self.torch = torch
+        self.mobius_entries = mobius_entries
         self.dims = tuple(dims)
-        self.D = D = math.prod(self.dims)
+        self.D = math.prod(self.dims)
         self.device = device
-        n = len(self.dims)
         self._index: dict = {}
         self.items = []  # per subset: (J, idx (dJ*dJ, dc), dc)
         for J in subsets:
@@ -78,7 +74,7 @@ class _Structure:
     def _mobius_groups(self, n: int, subsets):
         """The Moebius form of the projection onto span{A_J (x) 1}, or None where it would not
         save time: when it would touch more than twice the entries of the sequential
-        composition, when that touches more than SMALL_ENTRIES entries (then the data, not the
+        composition, when that touches more than ``mobius_entries`` entries (then the data, not the
         number of calls, sets the time), or when it needs more than half as many groups of
         equally shaped subsets as there are subsets.
 
@@ -93,7 +89,7 @@ class _Structure:
         """
         D = self.D
         sequential = sum(D * subset_dim(J, self.dims) for J in subsets)
-        if sequential > SMALL_ENTRIES:
+        if sequential > self.mobius_entries:
             return None  # large: the data, not the number of calls, sets the time
         # the closure under intersection, subsets as bit masks
         family = {sum(1 << i for i in J) for J in subsets}
@@ -124,11 +120,11 @@ class _Structure:
 
 
 @functools.lru_cache(maxsize=8)
-def structure(dims: tuple, subsets: tuple, device: str) -> _Structure:
+def structure(dims: tuple, subsets: tuple, device: str, mobius_entries: int = 1 << 15) -> _Structure:
     """The cached :class:`_Structure` of (dims, subsets) on ``device``."""
     import torch
 
-    return _Structure(dims, subsets, torch, torch.device(device))
+    return _Structure(dims, subsets, torch, torch.device(device), mobius_entries)
 
 
 class MarginalMaps:
@@ -142,16 +138,18 @@ class MarginalMaps:
         subsets: the sorted subsets J.
         sigmas: the marginals as torch tensors ``(B, d_J, d_J)`` (one per subset, same order).
         torch: the torch module; device and complex dtype follow ``sigmas``.
+        mobius_entries: ``Thresholds.mobius_entries`` (when the Moebius form is used).
     """
 
-    def __init__(self, dims, subsets, sigmas, torch):
+    def __init__(self, dims, subsets, sigmas, torch, mobius_entries: int = 1 << 15):
         self.torch = torch
         self.dims = tuple(dims)
-        self.D = D = math.prod(self.dims)
+        self.D = math.prod(self.dims)
         s0 = sigmas[0]
         self.device = s0.device
         self.B = s0.shape[0]
-        st = structure(self.dims, tuple(tuple(J) for J in subsets), str(self.device))
+        st = structure(self.dims, tuple(tuple(J) for J in subsets), str(self.device),
+                       mobius_entries)
         self.items = [(J, idx, sig.reshape(self.B, -1), dc)
                       for (J, idx, dc), sig in zip(st.items, sigmas)]
         # equally sized subsets stacked: idx (M, dJ*dJ, dc), sigma (B, M, dJ*dJ)

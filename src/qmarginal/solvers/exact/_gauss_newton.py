@@ -25,7 +25,7 @@ Each step solves (H + lambda I) u = -b with the Levenberg-Marquardt damping
 lambda = mu sqrt(h) (Fan and Yuan: quadratic convergence to zero-residual solutions under a local
 error bound, which the gauge freedom V -> V U does not spoil) and mu adapted by the ratio of
 actual to predicted decrease. A D r x D r dense solve per iteration: the method is for D r up to
-a few hundred (ExactSettings.gauss_newton_max_size), where it needs 5-30 iterations against
+a few hundred (Thresholds.gauss_newton_max_size), where it needs 5-30 iterations against
 hundreds of first-order ones. When h stops decreasing at a non-zero value (the rank is too small)
 a column is added along the most negative eigenvector of sum_J R_J (x) 1, scaled by the exact
 line search of the quartic h along it. A grown V may then head for a state of the old rank: its
@@ -49,36 +49,7 @@ import numpy as np
 import scipy.sparse
 from scipy.linalg import lapack
 
-from .._sites import complement, subset_dim
-
-#: iterations over which the geometric rate of h is measured (``patience``)
-PROGRESS_WINDOW = 8
-#: after a rank growth, every this many iterations at the new rank: if convergence is not
-#: quadratic (h fell by less than PROBE_SLOW over them) and the smallest singular value of V
-#: has shrunk below PROBE_SHRINK times its value at the previous check, the iterate is taken to
-#: head for a state of lower rank (where convergence is slow: h is quartic in the vanishing
-#: column). Levenberg-Marquardt is then tried from the truncated V (top r - 1 singular
-#: directions) for PROBE_ITERATIONS iterations; elements that finish there are done. At most
-#: PROBE_LIMIT probes per element and call.
-PROBE_EVERY = 8
-PROBE_SLOW = 1e-3
-PROBE_SHRINK = 0.95
-PROBE_ITERATIONS = 12
-PROBE_LIMIT = 4
-#: initial damping factor mu (lambda = mu sqrt(h))
-MU_START = 0.1
-#: an accepted step that the model predicts well (ratio > 0.5) but that lowers h by less than
-#: this fraction counts as slow; two in a row mean a non-zero local minimum: grow the rank
-STALL_DECREASE = 0.1
-
-
-#: N = sum_J N_J is a product with a cached sparse matrix (M entries per row) up to this many
-#: entries M n^2, and a sum of strided views beyond
-SPARSE_ENTRIES = 1 << 22
-#: Levenberg-Marquardt is used up to this many entries M n^2 of N (about 10 ns each per
-#: iteration); beyond, the L-BFGS factored path is as fast
-NEWTON_ENTRIES = 1 << 23
-
+from ..._sites import complement, subset_dim
 
 def off_track(h, h_before, window: int, k: int, maxiter: int, tol: float) -> np.ndarray:
     """Per element (numpy): h, falling at the geometric rate it fell over the last ``window``
@@ -90,9 +61,10 @@ def off_track(h, h_before, window: int, k: int, maxiter: int, tol: float) -> np.
     return (rate >= 1.0) | (k + left > maxiter)
 
 
-def newton_fits(n_subsets: int, D: int, rank: int, max_size: int) -> bool:
-    """Whether Levenberg-Marquardt takes the factored problem at this rank."""
-    return D * rank <= max_size and n_subsets * (D * rank) ** 2 <= NEWTON_ENTRIES
+def newton_fits(n_subsets: int, D: int, rank: int, th) -> bool:
+    """Whether Levenberg-Marquardt takes the factored problem at this rank (``th``: the
+    :class:`~.settings.Thresholds`)."""
+    return D * rank <= th.gauss_newton_max_size and n_subsets * (D * rank) ** 2 <= th.newton_entries
 
 
 class Backend:
@@ -217,9 +189,11 @@ class FactoredMaps:
             :attr:`MarginalMaps.group_subsets`, so residuals share its layout).
         rank: the number of columns r of V.
         backend: the :class:`Backend` of the arrays.
+        sparse_entries: N is a product with a cached sparse matrix up to this many entries
+            M n^2, a sum of strided views beyond (``Thresholds.sparse_entries``).
     """
 
-    def __init__(self, dims, group_subsets, rank: int, backend: Backend):
+    def __init__(self, dims, group_subsets, rank: int, backend: Backend, sparse_entries: int):
         be = self.backend = backend
         self.dims = tuple(dims)
         self.rank = rank
@@ -264,7 +238,7 @@ class FactoredMaps:
         # views (no index)
         self.swap = None  # (n^2, n^2) sparse: N.flat = swap @ O.flat
         self.swap_axes = []  # else: per subset, the axis order of O that swaps the J axes
-        if self.n_subsets * n * n > SPARSE_ENTRIES:
+        if self.n_subsets * n * n > sparse_entries:
             for subsets in group_subsets:
                 for J in subsets:
                     order = list(range(2 * n_sites + 2))
@@ -357,9 +331,9 @@ def _grow(be: Backend, mp, v, res):
     return be.from_torch(torch.cat([be.to_torch(v), col[..., None]], -1))
 
 
-def _probe_lower_rank(be: Backend, mp, v, active, sig_check, *, tol, max_size, deadline):
+def _probe_lower_rank(be: Backend, mp, v, active, sig_check, *, tol, th, deadline):
     """Try rank r - 1 from the truncated SVD of V for the ``active`` elements (numpy mask) whose
-    smallest singular value shrank (see PROBE_EVERY). Returns (v, finished, extra iterations,
+    smallest singular value shrank (see ``Thresholds.probe_every``). Returns (v, finished, extra iterations,
     the new smallest singular values), all but v as numpy arrays; a finished element's V is
     its rank r - 1 solution padded with a zero column (the same V V^dagger)."""
     torch = mp.torch
@@ -370,7 +344,7 @@ def _probe_lower_rank(be: Backend, mp, v, active, sig_check, *, tol, max_size, d
     extra = np.zeros(v.shape[0], dtype=np.int64)
     if sig_check is None:
         return v, finished, extra, smin
-    shrinking = active & (smin < PROBE_SHRINK * sig_check)
+    shrinking = active & (smin < th.probe_shrink * sig_check)
     if not shrinking.any():
         return v, finished, extra, smin
     pos = np.flatnonzero(shrinking)
@@ -378,8 +352,8 @@ def _probe_lower_rank(be: Backend, mp, v, active, sig_check, *, tol, max_size, d
     r = v.shape[-1]
     start = u[idx, :, : r - 1] * s[idx, None, : r - 1].to(u.dtype)
     v2, d2, it2, _ = levenberg_marquardt(mp.select(idx), start, tol=tol,
-                                         maxiter=PROBE_ITERATIONS, max_rank=r - 1,
-                                         max_size=max_size, deadline=deadline)
+                                         maxiter=th.probe_iterations, max_rank=r - 1, th=th,
+                                         deadline=deadline)
     extra[pos] = it2.cpu().numpy()
     d2 = d2.cpu().numpy()
     if d2.any():
@@ -393,15 +367,16 @@ def _probe_lower_rank(be: Backend, mp, v, active, sig_check, *, tol, max_size, d
 
 @functools.lru_cache(maxsize=4)
 def factored_maps(dims: tuple, group_subsets: tuple, rank: int, device: str,
-                  numpy_on_cpu: bool = True) -> FactoredMaps:
+                  numpy_on_cpu: bool = True, sparse_entries: int = 1 << 22) -> FactoredMaps:
     """The cached :class:`FactoredMaps` of a structure and rank (in the :class:`Backend` of
-    ``device``; ``numpy_on_cpu`` is part of the key)."""
+    ``device``; ``numpy_on_cpu`` and ``sparse_entries`` are part of the key)."""
     import torch
 
-    return FactoredMaps(dims, group_subsets, rank, Backend(torch, device, numpy_on_cpu))
+    return FactoredMaps(dims, group_subsets, rank, Backend(torch, device, numpy_on_cpu),
+                        sparse_entries)
 
 
-def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_size: int,
+def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, th,
                         deadline=None, patience: int | None = None):
     """Minimise h(V) from V (B, D, r) until every element's normalised deviation <= tol.
 
@@ -410,15 +385,16 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         v: starting columns, complex (B, D, r).
         tol: stop when max_J max |tr_{J^c} rho - sigma_J| <= tol for rho = V V^dagger / tr.
         maxiter: iteration cap.
-        max_rank: the rank is never grown beyond this.
-        max_size: Levenberg-Marquardt steps are taken while ``newton_fits`` (D * r <= max_size
-            and the size of N). Stalled at max_rank the iteration stops; stalled where the next
-            rank does not fit, it adds the column and stops (the caller goes on with L-BFGS).
-            After a growth, elements heading for the old rank are probed there (PROBE_EVERY);
-            those finished at rank r - 1 come back with a zero last column.
+        max_rank: the rank is never grown beyond this; elements that stall at it are frozen
+            (left not done) while the others go on.
+        th: the :class:`~.settings.Thresholds`. Levenberg-Marquardt steps are taken while
+            ``newton_fits``; stalled where the next rank does not fit, the iteration adds the
+            column and stops (the caller goes on with L-BFGS). After a growth, elements heading
+            for the old rank are probed there (``probe_every``); those finished at rank r - 1
+            come back with a zero last column.
         deadline: perf_counter time after which to stop.
         patience: None, or the iterations after which an element must be on track: its h, at
-            the geometric rate of the last ``PROGRESS_WINDOW`` iterations, must reach tol^2
+            the geometric rate of the last ``th.progress_window`` iterations, must reach tol^2
             within ``maxiter``; elements off track are frozen (left not done) so that the
             caller can try another method on them.
 
@@ -439,7 +415,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     groups = tuple(tuple(tuple(J) for J in g) for g in mp.group_subsets)
 
     def maps(r):
-        return factored_maps(mp.dims, groups, r, str(dev), be.numpy)
+        return factored_maps(mp.dims, groups, r, str(dev), be.numpy, th.sparse_entries)
 
     def deviation(v, res):
         trace = be.to_torch((v.real ** 2 + v.imag ** 2).sum((-2, -1)))
@@ -455,7 +431,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     h = host(_sq(res))
     done = deviation(v, res) <= tol
     iters = np.zeros(Bn, dtype=np.int64)
-    mu = np.full(Bn, MU_START)
+    mu = np.full(Bn, th.mu_start)
     nu = np.full(Bn, 2.0)
     slow = np.zeros(Bn, dtype=np.int64)  # accurate but tiny steps in a row
     hist = [h]
@@ -463,7 +439,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
     model = None  # (b, H, max diag H) at the current V; kept through rejected steps
     # the deviation is measured only once h is small enough for it to be near the tolerance
     near = (1e2 * tol) ** 2 * sum(s[0].size if be.numpy else s[0].numel() for s in sigmas)
-    quit = np.zeros_like(done)  # frozen: off track after `patience` iterations
+    quit = np.zeros_like(done)  # frozen: off track after `patience`, or stalled at max_rank
     r_start = v.shape[-1]
     probes = np.zeros(Bn, dtype=np.int64)
     at_rank = 0  # iterations since the last growth
@@ -500,7 +476,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         shrink = np.maximum(1 - (2 * np.clip(ratio, 0, 1) - 1) ** 3, 1 / 3)
         mu = np.where(accept, np.maximum(mu * shrink, 1e-12), np.minimum(mu * nu, 1e12))
         nu = np.where(accept, 2.0, np.minimum(nu * 2, 2.0 ** 20))
-        tiny = accept & (ratio > 0.5) & (h - h_new < STALL_DECREASE * h)
+        tiny = accept & (ratio > 0.5) & (h - h_new < th.stall_decrease * h)
         slow = np.where(tiny, slow + 1, np.where(accept, 0, slow))
         if accept.all():
             v, vts, res = v_new, vts_new, res_new
@@ -517,8 +493,9 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
         hist.append(h)
         # a stall at h > 0 (the model is accurate but h hardly moves, or no step is accepted,
         # or slow progress over a window): too few columns
-        if patience is not None and k >= patience and len(hist) > PROGRESS_WINDOW:
-            late = off_track(h, hist[-1 - PROGRESS_WINDOW], PROGRESS_WINDOW, k, maxiter, tol)
+        window = th.progress_window
+        if patience is not None and k >= patience and len(hist) > window:
+            late = off_track(h, hist[-1 - window], window, k, maxiter, tol)
             quit = quit | (~done & late)
         if (done | quit).all():
             break
@@ -528,10 +505,11 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             stalled |= active & (h > 0.5 * hist[-9])
         r = v.shape[-1]
         at_rank += 1
-        if r > r_start and at_rank % PROBE_EVERY == 0:
-            candidates = active & (probes < PROBE_LIMIT) & (h > PROBE_SLOW * hist[-1 - PROBE_EVERY])
-            probed = _probe_lower_rank(be, mp, v, candidates, sig_check, tol=tol,
-                                       max_size=max_size, deadline=deadline)
+        if r > r_start and at_rank % th.probe_every == 0:
+            candidates = active & (probes < th.probe_limit) & (
+                h > th.probe_slow * hist[-1 - th.probe_every])
+            probed = _probe_lower_rank(be, mp, v, candidates, sig_check, tol=tol, th=th,
+                                       deadline=deadline)
             v, finished, extra, sig_check = probed
             iters += extra
             probes += extra > 0
@@ -545,8 +523,13 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
                     break
                 stalled = stalled & ~finished
         if stalled.any() and r >= max_rank:
-            break  # stalled at the largest rank allowed: the caller takes over
-        if stalled.any() and not newton_fits(fm.n_subsets, D, r + 1, max_size):
+            # stalled at the largest rank allowed: frozen (the caller takes over), the others
+            # go on
+            quit = quit | stalled
+            if (done | quit).all():
+                break
+            continue
+        if stalled.any() and not newton_fits(fm.n_subsets, D, r + 1, th):
             v = _grow(be, mp, v, res)  # too large for these steps: the caller goes on
             log.append(f"+1@{k}")
             break
@@ -558,7 +541,7 @@ def levenberg_marquardt(mp, v, *, tol: float, maxiter: int, max_rank: int, max_s
             vts = fm.regroup(v)
             res = fm.residual(vts, sigmas)
             h = host(_sq(res))
-            mu = np.full(Bn, MU_START)
+            mu = np.full(Bn, th.mu_start)
             nu = np.full(Bn, 2.0)
             slow = np.zeros(Bn, dtype=np.int64)
             hist = [h]

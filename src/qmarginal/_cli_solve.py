@@ -1,0 +1,212 @@
+"""Solver subcommands: ``qmarginal reconstruct`` and ``qmarginal check``.
+
+Exit status (both commands; documented in the README):
+
+- 0: a certified state (``check``: compatible); for an approximate method (mio, cdae,
+  cdae+mio), the output was produced (its verdict says whether it is a certified state);
+- 1: incompatible, with a verified certificate;
+- 3: not certified / undetermined (no certified state and no certificate within the limits);
+- 2: bad input or usage (unreadable file, unknown method or option, missing extra).
+
+``reconstruct`` prints the verdict, then :meth:`Report.table`, and writes the state with
+``--output state.npz`` (array ``state`` and the report as JSON in the array ``report_json``;
+the same JSON beside it as ``state.report.json``) only when it is certified (or for an
+approximate method, or with ``--no-strict``: the best iterate). ``check`` prints the decision
+and the certificate.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+#: exit status by outcome
+EXIT_OK, EXIT_INCOMPATIBLE, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 1, 2, 3
+
+_FLAG_OPTIONS = [("seed_state", "seed_state"), ("form", "form"), ("solver", "solver"),
+                 ("eps", "eps"), ("maxiter", "maxiter"), ("time_limit", "time_limit"),
+                 ("marginal_tol", "marginal_tol"), ("eig_tol", "eig_tol")]
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruct a certified global state from a problem file and print the report",
+        description="Find a density matrix with the marginals of PROBLEM and print the verdict "
+                    "and the report. Exit status: 0 certified (approximate methods: produced); "
+                    "1 incompatible (certificate verified); 3 not certified; 2 bad input or "
+                    "usage. Method options not listed below can be given as --option NAME=VALUE.",
+    )
+    p.add_argument("problem", help="problem file (.json or .npz)")
+    p.add_argument("--method", default="exact",
+                   help="reconstruction method (default: exact); certifying: exact, auto, sdp, "
+                        "maxent; approximate: mio, cdae, cdae+mio")
+    p.add_argument("-o", "--output", default=None,
+                   help="write the state to this .npz (array 'state', report JSON inside and "
+                        "beside); only a certified state unless --no-strict")
+    p.add_argument("--least-squares", action="store_true",
+                   help="for incompatible input, reconstruct from the nearest compatible marginals")
+    p.add_argument("--no-validate", action="store_true",
+                   help="load without validating (noisy marginals; use with --least-squares)")
+    p.add_argument("--no-strict", action="store_true",
+                   help="when no certified state is found, write the best iterate anyway "
+                        "(the exit status still says 3)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed for methods that use one (mio with a random seed state, exact)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="one absolute tolerance for every validation check of the input")
+    # common method options
+    p.add_argument("--eig-tol", dest="eig_tol", type=float, default=None,
+                   help="certified: lambda_min >= -EIG_TOL (default 1e-10; 1e-6 for complex64)")
+    p.add_argument("--marginal-tol", "--tol", dest="marginal_tol", type=float, default=None,
+                   help="certified: marginal deviation <= MARGINAL_TOL (default 1e-9; 1e-6 for "
+                        "complex64)")
+    p.add_argument("--maxiter", "--max-iters", dest="maxiter", type=int, default=None,
+                   help="iteration limit of the method")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds for the method")
+    p.add_argument("--seed-state", default=None,
+                   help="mio: maximally_mixed (default) or hilbert_schmidt")
+    p.add_argument("--form", default=None, help="sdp: sparse (default) or paper")
+    p.add_argument("--solver", default=None, help="sdp: SCS (default), CLARABEL or MOSEK")
+    p.add_argument("--eps", type=float, default=None, help="sdp: the SDP solver's tolerance")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other method option (value parsed as int, float, bool or string)")
+    p.set_defaults(handler=_reconstruct)
+
+    p = sub.add_parser(
+        "check",
+        help="decide whether a state with the given marginals exists, with a certificate",
+        description="Exit status 0: compatible (a certified state); 1: incompatible "
+                    "(certificate verified); 3: undetermined; 2: error.",
+    )
+    p.add_argument("problem", help="problem file (.json or .npz)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="load without validating (noisy marginals whose overlaps disagree)")
+    p.add_argument("--eig-tol", dest="eig_tol", type=float, default=None,
+                   help="compatible: a state with lambda_min >= -EIG_TOL (default 1e-10)")
+    p.add_argument("--marginal-tol", dest="marginal_tol", type=float, default=None,
+                   help="compatible: marginal deviation <= MARGINAL_TOL (default 1e-9)")
+    p.add_argument("--maxiter", "--max-iter", dest="maxiter", type=int, default=20000,
+                   help="least-squares iteration limit")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds for the check")
+    p.add_argument("-o", "--output", default=None,
+                   help="write the nearest compatible marginals' state and certificate (.npz)")
+    p.set_defaults(handler=_check)
+
+
+def _parse_value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _load(path: str, atol, no_validate: bool):
+    from ._cli_core import load_problem
+    from .problem import MarginalProblem
+
+    if no_validate:
+        return MarginalProblem.load(path, validate=False)
+    return load_problem(path, atol)
+
+
+def _write_state(path: str, result) -> None:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import _backend as B
+
+    out = Path(path)
+    if out.suffix != ".npz":
+        out = out.with_suffix(".npz")
+    doc = json.dumps(result.report.to_dict(), indent=1)
+    np.savez_compressed(out, state=B.to_numpy(result.state), report_json=np.array(doc))
+    side = out.with_suffix(".report.json")
+    side.write_text(doc)
+    print(f"wrote {out} and {side}")
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .errors import IncompatibleMarginalsError, MarginalError
+    from .reconstruct import reconstruct
+    from .solvers._api import method_spec
+
+    problem = _load(args.problem, args.atol, args.no_validate)
+    spec = method_spec(args.method)
+    fields = {f for f in spec.settings_class().__dataclass_fields__}
+    options = {}
+    for name, key in _FLAG_OPTIONS:
+        v = getattr(args, name)
+        if v is not None:
+            options[key] = v
+    if args.seed is not None and "seed" in fields:
+        options["seed"] = args.seed
+    for item in args.option:
+        if "=" not in item:
+            raise MarginalError(f"--option expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        options[k.strip().replace("-", "_")] = _parse_value(v.strip())
+    result = reconstruct(problem, args.method, least_squares=args.least_squares, strict=False,
+                         **options)
+    report = result.report
+    print(report.table())  # the verdict is its first line
+    for n, (index, err) in enumerate(sorted(result.errors.items())):
+        if n == 10:
+            print(f"... and {len(result.errors) - 10} more errors")
+            break
+        print(f"error{' at batch element ' + str(index) if index else ''}: {err}")
+    certified = np.asarray(report.certified, dtype=bool).ravel()
+    if args.output and (certified.all() or not spec.certifies or args.no_strict):
+        _write_state(args.output, result)
+    elif args.output:
+        print(f"not written: {args.output} (no certified state; --no-strict writes the best "
+              f"iterate)")
+    if not spec.certifies or certified.all():
+        return EXIT_OK
+    if all(isinstance(e, IncompatibleMarginalsError) for e in result.errors.values()):
+        return EXIT_INCOMPATIBLE
+    return EXIT_NOT_CERTIFIED
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .compatibility import check_compatibility
+    from .errors import MarginalError
+
+    problem = _load(args.problem, None, args.no_validate)
+    if problem.batch_shape:
+        raise MarginalError("qmarginal check takes one problem, not a batch")
+    options = {k: getattr(args, k) for k in ("eig_tol", "marginal_tol", "maxiter", "time_limit")
+               if getattr(args, k) is not None}
+    res = check_compatibility(problem, **options)
+    word = {"compatible": "compatible (a certified state)",
+            "incompatible": "incompatible (certificate verified)",
+            "undetermined": "undetermined (no certified state and no verified certificate)"}
+    print(f"{args.problem}: {word[res.status]}")
+    print(res.summary())
+    if args.output:
+        out = Path(args.output)
+        arrays = {"state": res.state, "residual_norm": np.array(res.residual_norm),
+                  "status": np.array(res.status)}
+        for i, (J, m) in enumerate(res.nearest_marginals.items()):
+            arrays[f"sites_{i}"] = np.array(J, dtype=np.int64)
+            arrays[f"nearest_{i}"] = m
+            if res.certificate is not None:
+                arrays[f"w_{i}"] = res.certificate.w[J]
+        np.savez_compressed(out, **arrays)
+        print(f"wrote {out}")
+    return {"compatible": EXIT_OK, "incompatible": EXIT_INCOMPATIBLE}.get(res.status,
+                                                                           EXIT_NOT_CERTIFIED)
