@@ -8,7 +8,7 @@ Targets: rho = rank_mixture_state(2^N, rank, seed) for rank 1, 2, half, full; pr
 k-body marginals. Per instance, in the same run:
 
 * exact, cold: ``exact.solve(p)`` (its default seed, the MIO of 1/D);
-* exact, warm: ``exact.solve(p, x0=Z)`` with Z the CDAE's output (``solve_cdae``, the model
+* exact, warm: ``exact.solve(p, x0=Z)`` with Z the CDAE's output (``cdae_states``, the model
   loaded once beforehand); the warm total time counts the CDAE's time too;
 * SCS (form="sparse", eps=--sdp-eps; the CVXPY problem built and cached untimed per case), cold; warm from Z; warm from the exact solution (best case).
 
@@ -70,7 +70,8 @@ def _exact(p, x0):
 def _scs(p, x0, eps):
     from qmarginal.solvers import sdp
     t = time.perf_counter()
-    out = sdp.solve(p, eps=eps, x0=x0, max_iters=100000)
+    # the SDP solver alone (no polishing): the baseline the learned start is meant to help
+    out = sdp.solve(p, sdp.SDPSettings(eps=eps, maxiter=100000, polish=False), x0=x0)
     dt = time.perf_counter() - t
     return dict(success=bool(out.converged), iterations=int(out.iterations), time_s=dt,
                 path=out.info.get("status"),
@@ -82,7 +83,7 @@ def main(args):
 
     torch.set_num_threads(1)
     from qmarginal import MarginalError, MarginalProblem, rank_mixture_state
-    from qmarginal.learn.pipeline import solve_cdae
+    from qmarginal.learn.pipeline import cdae_states
     from qmarginal.learn.weights import find_model, load_weights
 
     rows = []
@@ -107,7 +108,7 @@ def main(args):
                 p = MarginalProblem.from_state(rank_mixture_state(D, r, seed=1000 * r + i), k=k)
                 base = dict(case=case, rank=rspec, instance=i)
                 t = time.perf_counter()
-                Z = solve_cdae(p, model=net, seed_state=seed_state, seed=i).state
+                Z, _ = cdae_states(p, model=net, seed_state=seed_state, seed=i)
                 t_cdae = time.perf_counter() - t
                 cold = _exact(p, None)
                 warm = _exact(p, Z)

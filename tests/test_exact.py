@@ -170,17 +170,19 @@ def test_plan_rank_deficient_starts_factored_and_ends_convex():
 def test_plan_strongly_indefinite_mio_starts_factored_tentatively():
     steps = plan(_features(negative_mass=THRESHOLDS.direct_negative_mass), ExactSettings(),
                  THRESHOLDS)
-    assert [s.kind for s in steps] == ["factored", "restarts", "convex"]
+    assert [s.kind for s in steps] == ["factored", "convex", "restarts", "convex"]
     assert steps[0].tentative
     assert steps[0].max_rank == 1 + THRESHOLDS.handover_growth
     assert steps[0].maxiter == THRESHOLDS.handover_maxiter
+    # the convex attempt before the restarts has patience; the last one has none
+    assert steps[1].patience == THRESHOLDS.convex_patience and steps[-1].patience is None
 
 
 def test_plan_restarts_only_where_cheap():
     th = THRESHOLDS
     small = _features(dim=16, rank_bound=2, negative_mass=1.0)
     kinds = _kinds(small)
-    assert kinds == ["factored", "restarts", "convex"]
+    assert kinds == ["factored", "convex", "restarts", "convex"]
     # D r above restart_max_size (but Levenberg-Marquardt still fits): no restarts
     mid = _features(dim=th.restart_max_size, rank_bound=2, negative_mass=1.0)
     assert _kinds(mid) == ["factored", "convex"]
@@ -188,9 +190,10 @@ def test_plan_restarts_only_where_cheap():
 
 def test_plan_mildly_indefinite_mio_tries_convex_first():
     steps = plan(_features(negative_mass=0.01), ExactSettings(), THRESHOLDS)
-    assert [s.kind for s in steps] == ["convex", "factored", "restarts", "convex"]
+    assert [s.kind for s in steps] == ["convex", "factored", "convex", "restarts", "convex"]
     assert steps[0].patience == THRESHOLDS.convex_patience_newton
     assert steps[1].tentative and steps[-1].patience is None
+    assert steps[2].patience == THRESHOLDS.convex_patience
 
 
 def test_plan_large_problems_skip_newton_only_steps():
@@ -388,9 +391,37 @@ def test_face_maps_against_a_dense_reference(rng):
     assert np.max(p.marginal_deviation(lifted)) < 1e-12
 
 
+def test_face_factored_against_explicit_partial_traces():
+    """face_factored returns a PSD, trace-1 Y on the face whose lift has the given marginals,
+    checked with explicit partial traces of Q Y Q^dagger (a reference independent of FaceMaps);
+    started from the maximally mixed Y, it also works without a convex iterate."""
+    from qmarginal.solvers.exact._face import FaceMaps, face_basis, face_factored
+
+    from reference import ref_partial_trace
+
+    dims, subsets = (3, 3, 2), [(0, 1), (1, 2)]
+    p = MarginalProblem.from_state(rank_mixture_state(18, 2, seed=5), subsets=subsets,
+                                   dims=dims)
+    sig = {J: np.asarray(s) for J, s in p.marginals.items()}
+    Q = face_basis(dims, sig, 1e-9)
+    fm = FaceMaps(Q, dims, sig, torch)
+    Dp = Q.shape[1]
+    Y, done, its, rank = face_factored(fm, np.eye(Dp) / Dp, 1, 1e-11, 500, seed=0)
+    assert done and 1 <= rank <= Dp and its > 0
+    assert np.allclose(Y, Y.conj().T, atol=1e-14) and abs(np.trace(Y) - 1) < 1e-12
+    assert np.linalg.eigvalsh(Y).min() > -1e-12  # V V^dagger: PSD by construction
+    rho = Q @ Y @ Q.conj().T
+    for J in subsets:
+        assert np.max(np.abs(ref_partial_trace(rho, list(J), list(dims)) - sig[J])) < 1e-10
+
+
 @pytest.mark.parametrize("dims, subsets, rank, seed", [
     ((3, 3, 2, 3, 3), [(0, 2), (0, 1, 3, 4)], 3, 1957260428),
     ((3, 3, 3, 3, 3), [(4,), (1, 3), (0, 2, 3, 4)], 3, 1349014100),
+    # the face (D' = 27) holds only low-rank compatible states: the convex step stalls there
+    # and Levenberg-Marquardt on Y = V V^dagger in the face finishes (sweep instance 7,599:
+    # formerly 233 s, not certified)
+    ((3, 3, 3, 3, 3), [(0, 1, 2, 3), (0, 4)], 3, 982243427),
 ])
 def test_face_step_certifies_few_marginal_qutrit_targets(dims, subsets, rank, seed):
     """Two or three marginals, one of rank 6-9 of 81: every compatible state lives on a face

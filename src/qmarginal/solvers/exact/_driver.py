@@ -16,7 +16,7 @@ from ...errors import MarginalError
 from ...problem import MarginalProblem
 from .._api import SolverOutput
 from ._convex import bcast, convex
-from ._face import FaceMaps, face_basis
+from ._face import FaceMaps, face_basis, face_factored
 from ._factored import lbfgs_factored, random_columns, start_columns
 from ._gauss_newton import levenberg_marquardt, newton_fits
 from ._maps import MarginalMaps
@@ -202,6 +202,15 @@ def _face_step(run: _Run, aff, idx, step: Step):
             Dp = Q.shape[1]
             y0 = torch.eye(Dp, dtype=torch.complex128)[None] / Dp
             y, ok, its, _ = convex(fm, y0, st, th, run.deadline, step.patience, step.maxiter)
+            if not bool(ok.any()) and not run.out_of_time():
+                # low-rank within the face too: Levenberg-Marquardt on Y = V V^dagger
+                yf, good, n_it, _ = face_factored(
+                    fm, B.to_numpy(y[0]), step.rank, run.tol, step.maxiter, st.seed,
+                    run.deadline)
+                its = its + n_it
+                if good:
+                    y = torch.as_tensor(yf)[None]
+                    ok = torch.ones(1, dtype=torch.bool)
             if bool(ok.any()):
                 x = fm.lift(y)
                 rho = x / bcast(B.trace(x).real, x).to(x.dtype)

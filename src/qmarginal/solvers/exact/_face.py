@@ -24,7 +24,7 @@ import numpy as np
 
 from ..._sites import complement, subset_dim
 
-__all__ = ["face_basis", "FaceMaps"]
+__all__ = ["face_basis", "FaceMaps", "face_factored"]
 
 
 def face_basis(dims, sigmas: dict, rel_tol: float):
@@ -81,7 +81,10 @@ class FaceMaps:
         for J, s in sigmas.items():
             M = _regroup(Q, J, dims)  # (D', d_J, d_c)
             # L_J[(i, j), (a, b)] = sum_c M_a[i, c] conj(M_b[j, c]) = tr_{J^c}(q_a q_b^dagger)
-            L = np.einsum("aic,bjc->ijab", M, M.conj()).reshape(-1, Dp * Dp)
+            dJ = M.shape[1]
+            Mf = M.reshape(Dp * dJ, -1)
+            L = (Mf @ Mf.conj().T).reshape(Dp, dJ, Dp, dJ).transpose(1, 3, 0, 2)
+            L = np.ascontiguousarray(L).reshape(-1, Dp * Dp)
             blocks.append(L)
             rhs.append(np.asarray(s, dtype=np.complex128).reshape(-1))
         L = np.concatenate(blocks)
@@ -93,6 +96,7 @@ class FaceMaps:
         Vk = V[:, keep]
         self.pinv = (Vk / w[keep]) @ Vk.conj().T @ L.conj().T  # (D'^2, m)
         self.Pi = Vk @ Vk.conj().T
+        self.rows = Vk.conj().T  # orthonormal rows spanning range(L^dagger): (k, D'^2)
         self.y0 = self.pinv @ self.s
         T = torch.as_tensor
         self._Pi, self._y0, self._L, self._s = T(self.Pi), T(self.y0), T(L), T(self.s)
@@ -126,3 +130,80 @@ class FaceMaps:
     def entries(dims, subsets, Dp: int) -> int:
         """Entries of the dense map L for a face of dimension D' (its memory bound)."""
         return sum(subset_dim(J, dims) ** 2 for J in subsets) * Dp * Dp
+
+
+def face_factored(fm: FaceMaps, y, rank: int, tol: float, maxiter: int, seed: int,
+                  deadline=None):
+    """Levenberg-Marquardt on Y = V V^dagger over the face (numpy): the residual is the
+    component of vec(Y) - Y0 along range(L^dagger) (its norm is the Frobenius distance of Y to
+    the affine set), V of ``rank`` columns from the leading eigenvectors of ``y`` (the convex
+    iterate), one column added when the residual stalls, up to D'.
+
+    Returns:
+        (Y normalised to trace 1 or None, done, iterations, final rank).
+    """
+    import time
+
+    Dp = fm.D
+    P = fm.rows.reshape(-1, Dp, Dp)  # (k, D', D')
+    y0 = fm.y0
+    rng = np.random.default_rng(seed)
+    h = 0.5 * (y + y.conj().T)
+    w, u = np.linalg.eigh(h)
+    r = max(1, min(rank, Dp))
+    V = u[:, ::-1][:, :r] * np.sqrt(np.clip(w[::-1][:r], 1e-3 / Dp, None))
+
+    def residual(V):
+        return fm.rows @ (V @ V.conj().T).reshape(-1) - fm.rows @ y0
+
+    res = residual(V)
+    cost = float(np.vdot(res, res).real)
+    mu, it, stall = 1e-3, 0, 0
+    done = False
+    while it < maxiter:
+        Y = V @ V.conj().T
+        if float(np.max(np.abs(fm.L @ Y.reshape(-1) - fm.s))) <= tol:
+            done = True
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        it += 1
+        # dR = sum X (A + C) + i Y (A - C) for the direction E = X + i Y
+        A = np.einsum("mab,bk->mak", P, V.conj()).reshape(P.shape[0], -1)
+        C = np.einsum("mab,ak->mbk", P, V).reshape(P.shape[0], -1)
+        Jc = np.concatenate([A + C, 1j * (A - C)], axis=1)
+        J = np.concatenate([Jc.real, Jc.imag])
+        rr = np.concatenate([res.real, res.imag])
+        g = J.T @ rr
+        H = J.T @ J
+        accepted = False
+        while mu < 1e12:
+            step = np.linalg.solve(H + mu * (np.trace(H) / H.shape[0] + 1e-300)
+                                   * np.eye(H.shape[0]), -g)
+            n = Dp * r
+            Vn = V + (step[:n] + 1j * step[n:]).reshape(Dp, r)
+            rn = residual(Vn)
+            cn = float(np.vdot(rn, rn).real)
+            if cn < cost:
+                accepted = True
+                stall = stall + 1 if cn > 0.5 * cost else 0
+                V, res, cost = Vn, rn, cn
+                mu = max(mu / 3, 1e-12)
+                break
+            mu *= 4
+        if not accepted or stall >= 8:
+            if r >= Dp:
+                if not accepted:
+                    break
+                continue
+            # stalled: one more column (small, random)
+            col = (rng.standard_normal((Dp, 1)) + 1j * rng.standard_normal((Dp, 1))) * 1e-2
+            V = np.concatenate([V, col / math.sqrt(Dp)], axis=1)
+            r += 1
+            res = residual(V)
+            cost = float(np.vdot(res, res).real)
+            mu, stall = 1e-3, 0
+    if not done:
+        return None, False, it, r
+    Y = V @ V.conj().T
+    return Y / np.trace(Y).real, True, it, r

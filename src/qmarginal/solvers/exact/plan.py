@@ -26,9 +26,13 @@ The rules (``path="auto"``), in the order tried:
    ``gauss_newton_max_size``); elsewhere the full factored step; then convex without patience;
 3. the MIO of 1/D is strongly indefinite (negative mass >= ``direct_negative_mass``) and
    Levenberg-Marquardt takes the rank bound cheaply (D r <= ``tentative_newton_size``): a
-   tentative factored start, restarts, convex;
+   tentative factored start, [convex with ``convex_patience``, restarts], convex;
 4. otherwise: convex with patience, a tentative factored attempt from the convex iterate,
-   restarts, convex without patience.
+   [convex with ``convex_patience``, restarts], convex without patience.
+
+In 3 and 4 the convex attempt before the restarts lets the mid- and high-rank targets it
+finishes skip them (4-qubit targets of rank 8 with 3-body marginals: 0.18 s with the restarts
+first, 0.05 s without).
 
 Restarts appear only where D r is small (``restart_max_size``; ``restart_max_size_deficient``
 with a rank-deficient marginal): elsewhere they would cost more than the convex path they
@@ -155,10 +159,14 @@ def plan(f: Features, st: ExactSettings, th: Thresholds) -> tuple[Step, ...]:
         # cheap restarts after it) before the long one; before them the small face, if any
         face = ()
         if 0 < f.support_bound <= th.face_max_dim and f.face_entries <= th.face_max_entries:
-            face = (Step("face", maxiter=st.maxiter, patience=th.convex_patience),)
+            face = (Step("face", maxiter=st.maxiter, patience=th.convex_patience, rank=lb),)
         if cheap(lb):
             return face + (tentative,) + restarts + (full,) + last
         return face + (full,) + last
+    # before the restarts, a convex attempt with the longer patience: the mid- and high-rank
+    # targets it finishes never pay for them (the restarts are for low-rank points)
+    if restarts:
+        restarts = (Step("convex", maxiter=st.maxiter, patience=th.convex_patience),) + restarts
     if cheap(lb) and f.negative_mass >= th.direct_negative_mass:
         return (tentative,) + restarts + last
     patience = th.convex_patience_newton if cheap(lb) else th.convex_patience
