@@ -188,7 +188,9 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
             every element's answer is in its ``batch`` attribute); False: never raise, return
             the best iterates with ``certified=False`` and the errors in ``errors``.
         check: run :func:`~qmarginal.check_compatibility` on the elements a certifying method
-            did not certify (False: report them as not certified without deciding).
+            did not certify (False: report them as not certified without deciding). The check
+            has a time budget of its own, the method's ``time_limit``: a failing element can
+            take up to about twice that.
         **options: fields of the method's settings (an unknown one raises and lists the valid
             ones).
 

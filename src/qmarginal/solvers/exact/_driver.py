@@ -189,7 +189,7 @@ def _face_step(run: _Run, aff, idx, step: Step):
         if run.out_of_time():
             break
         one = aff.select(torch.as_tensor([j], device=aff.device))
-        sigmas = {J: B.to_numpy(sig[0]).reshape((int(round(math.sqrt(sig.shape[-1]))),) * 2)
+        sigmas = {J: B.to_numpy(sig[0]).reshape((round(math.sqrt(sig.shape[-1])),) * 2)
                   for (J, _, sig, _) in one.items}
         Q = face_basis(one.dims, sigmas, run.rank_tol)
         ok = torch.zeros(1, dtype=torch.bool)

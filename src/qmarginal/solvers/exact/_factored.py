@@ -104,7 +104,7 @@ def _grow(fac: _Factored, add: int):
     """Add ``add`` columns along the most negative eigenvectors of sum_J Delta_J (x) 1 (the
     steepest directions for a new rank-one term), jointly scaled by an exact line search."""
     torch = fac.mp.torch
-    w, u = fac.mp.descent_directions(fac.res)
+    _, u = fac.mp.descent_directions(fac.res)
     cols = u[..., :, :add]
     fac.v = torch.cat([fac.v, torch.zeros_like(cols)], dim=-1)
     p = torch.cat([torch.zeros_like(fac.v[..., :-add]), cols], dim=-1)
