@@ -9,7 +9,8 @@ from .compatibility import (
     CompatibilitySettings,
     check_compatibility,
 )
-from .errors import IncompatibleMarginalsError, MarginalError, NotCertifiedError, QMarginalError
+from .errors import (IncompatibleMarginalsError, InsufficientMemoryError, MarginalError,
+                     NotCertifiedError, QMarginalError)
 from .marginals import k_body_subsets, marginals
 from .metrics import (
     StateReport,
@@ -48,6 +49,7 @@ __all__ = [
     "MarginalError",
     "IncompatibleMarginalsError",
     "NotCertifiedError",
+    "InsufficientMemoryError",
     "fidelity",
     "trace_distance",
     "state_report",

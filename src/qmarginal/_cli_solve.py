@@ -41,7 +41,8 @@ def add_commands(sub) -> None:
                    help="reconstruction method (default: exact); certifying: exact, auto, sdp, "
                         "maxent; approximate: mio, cdae, cdae+mio")
     p.add_argument("-o", "--output", default=None,
-                   help="write the state to this .npz (array 'state', report JSON inside and "
+                   help="write the state to this .npz (array 'state', or 'factor' V with rho = "
+                        "V V^dagger / tr on the matrix-free path; report JSON inside and "
                         "beside); only a certified state unless --no-strict")
     p.add_argument("--least-squares", action="store_true",
                    help="for incompatible input, reconstruct from the nearest compatible marginals")
@@ -128,7 +129,10 @@ def _write_state(path: str, result) -> None:
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")
     doc = json.dumps(result.report.to_dict(), indent=1)
-    np.savez_compressed(out, state=B.to_numpy(result.state), report_json=np.array(doc))
+    if hasattr(result, "factor"):  # matrix-free: rho = V V^dagger / tr, stored as V
+        np.savez_compressed(out, factor=result.factor, report_json=np.array(doc))
+    else:
+        np.savez_compressed(out, state=B.to_numpy(result.state), report_json=np.array(doc))
     side = out.with_suffix(".report.json")
     side.write_text(doc)
     print(f"wrote {out} and {side}")

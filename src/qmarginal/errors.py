@@ -12,7 +12,8 @@ Every error the library raises on purpose derives from :class:`QMarginalError`:
 
 from __future__ import annotations
 
-__all__ = ["QMarginalError", "MarginalError", "IncompatibleMarginalsError", "NotCertifiedError"]
+__all__ = ["QMarginalError", "MarginalError", "IncompatibleMarginalsError", "NotCertifiedError",
+           "InsufficientMemoryError"]
 
 
 class QMarginalError(Exception):
@@ -64,3 +65,20 @@ class NotCertifiedError(QMarginalError, RuntimeError):
         self.reconstruction = reconstruction
         self.compatibility = compatibility
         self.index = tuple(index)
+
+
+class InsufficientMemoryError(MarginalError):
+    """The requested path cannot fit in memory; refused before anything large is allocated.
+
+    The message gives the bytes the path needs, the bytes available and what would fit (the
+    matrix-free factored path at a rank, or a smaller problem). Exit status 2, like other
+    input the request cannot serve.
+
+    Attributes:
+        needed, available: bytes.
+    """
+
+    def __init__(self, message: str, *, needed: int = 0, available: int = 0):
+        super().__init__(message)
+        self.needed = int(needed)
+        self.available = int(available)

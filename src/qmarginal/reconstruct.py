@@ -196,10 +196,17 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
 
     Returns:
         :class:`Reconstruction`: the Hermitian, trace-normalised state, its :class:`Report`
-        (``certified`` and ``verdict`` per element) and ``errors`` per failing element.
+        (``certified`` and ``verdict`` per element) and ``errors`` per failing element. For
+        "exact" and "auto", where the matrix-free path answered (D x D matrices do not fit
+        the memory budget, ``path="matrix_free"``, or the short matrix-free attempt from D =
+        1024 on: :mod:`qmarginal.memory_plan`), a
+        :class:`~qmarginal.report.FactoredReconstruction`: ``factor`` V with rho = V V^dagger
+        / tr, certified from V; ``state`` is materialised on request.
 
     Raises:
         MarginalError: unknown method, unknown or invalid options, invalid input.
+        InsufficientMemoryError: the requested path cannot fit in memory (refused before
+            allocation; the message says what would fit).
         IncompatibleMarginalsError: no state has these marginals (a verified certificate).
         NotCertifiedError: neither a certified state nor a certificate was found.
         ImportError: the method's optional dependencies are missing (the message names the
@@ -218,6 +225,17 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
         raise MarginalError(f"problem must be a MarginalProblem, got {type(problem).__name__}")
     spec = method_spec(method)
     st = spec.make_settings(settings, options)
+    if spec.name in ("exact", "auto"):
+        # the memory plan, before any import or allocation of size D x D
+        from .memory_plan import route
+
+        path_taken = route(problem, st.path, st.rank, st.memory_budget)
+        if path_taken != "dense":
+            from .memory_plan import purity_rank_bound
+
+            mf_rank = st.rank or purity_rank_bound(problem)  # the matrix-free start
+    else:
+        path_taken = "dense"
     spec.solver()  # import the method's module (and its libraries) before the clock starts
     t0 = time.perf_counter()
     in_dtype = next(iter(problem.marginals.values())).dtype
@@ -228,6 +246,13 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
                             f"{sorted(n for n, s in METHODS.items() if s.warm_start)})")
     batch = problem.batch_shape
     flat = math.prod(batch) if batch else 1
+    first_attempt = None
+    if path_taken == "matrix_free":
+        return _reconstruct_factored(problem, spec, st, mf_rank, x0, least_squares, strict, t0)
+    if path_taken == "matrix_free_first" and x0 is None and not least_squares:
+        rec, first_attempt = _matrix_free_first(problem, spec, st, mf_rank, t0)
+        if rec is not None:
+            return rec
     work = _in_library(problem, spec.library)
 
     # least squares: the nearest compatible marginals replace incompatible ones
@@ -261,6 +286,8 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
     state = _like_input(out.state, problem)
     settings_d = _settings_dict(st)
     info = {**out.info, **extra}
+    if first_attempt:
+        info["matrix_free_attempt"] = first_attempt
 
     def measured(state, reason=out.reason):
         return measure(target, state, eig_tol=eig_tol, marginal_tol=marginal_tol, method=method,
@@ -350,6 +377,72 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
         first.batch = result
         raise first
     return result
+
+
+def _matrix_free_first(problem, spec, st, rank: int, t0):
+    """The short matrix-free attempt of ``route``'s "matrix_free_first": (a certified
+    :class:`~qmarginal.report.FactoredReconstruction`, "") or (None, why it did not certify)."""
+    from . import memory_plan as mp
+    from .report import FactoredReconstruction, measure_factored
+    from .solvers import matrix_free
+
+    seconds = mp.MATRIX_FREE_FIRST_SECONDS
+    if st.time_limit is not None:
+        seconds = min(seconds, st.time_limit / 4)
+    mst = matrix_free.MatrixFreeSettings(
+        eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
+        maxiter=min(st.maxiter, mp.MATRIX_FREE_FIRST_MAXITER), time_limit=seconds,
+        rank=rank, max_rank=max(rank, min(st.max_rank or mp.MATRIX_FREE_FIRST_MAX_RANK,
+                                          mp.MATRIX_FREE_FIRST_MAX_RANK)),
+        seed=st.seed)
+    res = matrix_free.solve(problem, mst)
+    if not res.certified:
+        return None, f"{res.reason} after {res.iterations} iterations, {res.time_s:.3g} s"
+    info = {"path": "matrix_free", "rank": res.rank, "solver_time_s": res.time_s,
+            "route": "matrix_free first (D >= "
+                     f"{mp.MATRIX_FREE_FIRST_MIN_DIM}; the dense path would follow)"}
+    report = measure_factored(
+        problem, res.state, eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
+        method=spec.name, certifies=True, iterations=res.iterations, converged=True,
+        wall_time=time.perf_counter() - t0, settings=_settings_dict(st), info=info)
+    if not report.certified:  # (the solver's own re-measurement agreed; belt and braces)
+        return None, "the factor missed the tolerances when re-measured"
+    return FactoredReconstruction(res.state, report), ""
+
+
+def _reconstruct_factored(problem, spec, st, rank: int, x0, least_squares, strict, t0):
+    """The matrix-free path (:mod:`qmarginal.solvers.matrix_free`): a factored state certified
+    from its factor, or NotCertifiedError (compatibility is not checked there: the check
+    needs D x D matrices)."""
+    from .report import FactoredReconstruction, measure_factored
+    from .solvers import matrix_free
+
+    if x0 is not None:
+        raise MarginalError("the matrix-free path takes no D x D warm start x0")
+    if least_squares:
+        raise MarginalError("least_squares=True needs the compatibility check, which needs "
+                            "D x D matrices; not available on the matrix-free path")
+    mst = matrix_free.MatrixFreeSettings(
+        eig_tol=st.eig_tol, marginal_tol=st.marginal_tol, maxiter=st.maxiter,
+        time_limit=st.time_limit, rank=rank, max_rank=st.max_rank, seed=st.seed)
+    res = matrix_free.solve(problem, mst)
+    info = {"path": "matrix_free", "rank": res.rank, "solver_time_s": res.time_s,
+            "route": "matrix_free (requested)" if st.path == "matrix_free" else
+                     "matrix_free (D x D matrices do not fit the memory budget)"}
+    report = measure_factored(
+        problem, res.state, eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
+        method=spec.name, certifies=True, iterations=res.iterations,
+        converged=res.certified, reason=res.reason, wall_time=time.perf_counter() - t0,
+        settings=_settings_dict(st), info=info)
+    rec = FactoredReconstruction(res.state, report)
+    if report.certified or strict is False:
+        return rec
+    reason = (res.reason or "the factor misses the tolerances") + (
+        "; compatibility not checked (the check needs D x D matrices)")
+    raise NotCertifiedError(
+        f"{spec.name}: no certified state: {reason}; best factor: marginal deviation "
+        f"{report.max_marginal_deviation:.3g} (marginal_tol {st.marginal_tol:g})",
+        reason=reason, reconstruction=rec)
 
 
 def _element_report(report: Report, index: tuple, batch: tuple) -> Report:

@@ -38,9 +38,18 @@ inference mode, except Levenberg-Marquardt, which runs in numpy/scipy on the CPU
 
 from __future__ import annotations
 
-from ._driver import clear_cache, solve
 from .plan import Features, Step, plan
 from .settings import PATHS, THRESHOLDS, ExactSettings, Thresholds
+
+
+def __getattr__(name):
+    # the driver (and torch with it) loads on first use: settings, the plan and the memory
+    # plan are available without it (a refusal by the memory plan takes no torch import)
+    if name in ("solve", "clear_cache"):
+        from . import _driver
+
+        return getattr(_driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["solve", "ExactSettings", "Thresholds", "THRESHOLDS", "PATHS", "plan", "Features",
            "Step", "clear_cache"]

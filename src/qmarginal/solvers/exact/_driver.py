@@ -304,6 +304,9 @@ def solve(problem: MarginalProblem, settings: ExactSettings | None = None, *,
         (True, 1)
     """
     settings = settings or ExactSettings()
+    if settings.path == "matrix_free":
+        raise MarginalError("path='matrix_free' returns a factor, not a D x D state: call "
+                            "qmarginal.reconstruct (or qmarginal.solvers.matrix_free.solve)")
     if settings.eig_tol is None or settings.marginal_tol is None:
         settings = settings.resolved(next(iter(problem.marginals.values())).dtype)
     torch = B.torch_module()

@@ -16,7 +16,7 @@ from .._api import IterativeSettings
 
 __all__ = ["ExactSettings", "Thresholds", "THRESHOLDS", "PATHS"]
 
-PATHS = ("auto", "convex", "factored")
+PATHS = ("auto", "convex", "factored", "matrix_free")
 
 
 @dataclass(frozen=True)
@@ -210,8 +210,15 @@ class ExactSettings(IterativeSettings):
             the rounding of single-precision marginals, ~1e-8, must count as zero, or the rank
             bound is no lower bound).
         memory: L-BFGS memory (pairs kept).
-        path: "auto" (the plan decides), "convex" or "factored" (force a path; the MIO of the
-            seed is still accepted when it is already a state).
+        path: "auto" (the plan decides; the matrix-free factored path where D x D matrices
+            would not fit, :func:`qmarginal.memory_plan.route`), "convex" or "factored" (force
+            a dense path; the MIO of the seed is still accepted when it is already a state), or
+            "matrix_free" (rho = V V^dagger without any D x D matrix,
+            :mod:`qmarginal.solvers.matrix_free`; ``reconstruct`` returns a
+            :class:`~qmarginal.report.FactoredReconstruction`).
+        memory_budget: bytes a solve may plan to use (None: 80 % of the available memory);
+            a path that cannot fit is refused before allocation
+            (:class:`~qmarginal.InsufficientMemoryError`).
         seed: seed of the random components (starting columns, restarts, subspace iteration).
         thresholds: the tuning constants (:class:`Thresholds`).
     """
@@ -227,6 +234,7 @@ class ExactSettings(IterativeSettings):
     memory: int = 6
     path: str = "auto"
     seed: int = 0
+    memory_budget: int | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self):
@@ -242,6 +250,11 @@ class ExactSettings(IterativeSettings):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise MarginalError(f"{name} must be None or an integer >= 1, got {v!r}")
+        if self.memory_budget is not None and (isinstance(self.memory_budget, bool) or not
+                                               isinstance(self.memory_budget, int)
+                                               or self.memory_budget < 1):
+            raise MarginalError(f"memory_budget must be None or a positive number of bytes, "
+                                f"got {self.memory_budget!r}")
         if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 1:
             raise MarginalError(f"memory must be an integer >= 1, got {self.memory!r}")
         if not isinstance(self.thresholds, Thresholds):

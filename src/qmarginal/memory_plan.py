@@ -1,0 +1,160 @@
+"""The memory plan: which path of the exact solver fits, decided before anything large exists.
+
+The dense paths (MIO, convex, factored with D x D products, the face step) hold D x D matrices:
+their peak is about ``DENSE_BYTES_PER_ENTRY`` bytes per entry of one D x D matrix (iterates,
+L-BFGS pairs, eigendecomposition workspace and the cached index tensors of the partial traces;
+measured 0.8 KiB per entry at N = 10, k = 9: 0.85 GB at D = 1024 beyond the imports), so
+D = 4096 needs ~16 GiB and D = 16384 ~256 GiB. The matrix-free factored path
+(:mod:`qmarginal.solvers.matrix_free`) holds O(D r) plus the marginals
+(:func:`factored_peak_bytes`).
+
+:func:`route` picks the path for ``reconstruct(method="exact" | "auto")``: the dense solver
+when it fits (from D = ``MATRIX_FREE_FIRST_MIN_DIM`` on after a short matrix-free attempt),
+the matrix-free path when only that fits, and otherwise
+:class:`~qmarginal.InsufficientMemoryError` with the numbers (bytes needed, available, what
+would fit). The budget is ``memory_budget`` (bytes) when given, else
+``AVAILABLE_FRACTION`` of the memory the operating system reports available.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from .errors import InsufficientMemoryError
+from .problem import MarginalProblem
+
+__all__ = ["available_bytes", "dense_peak_bytes", "factored_peak_bytes", "route",
+           "purity_rank_bound", "DENSE_BYTES_PER_ENTRY", "AVAILABLE_FRACTION",
+           "MATRIX_FREE_FIRST_MIN_DIM", "MATRIX_FREE_FIRST_MAXITER", "MATRIX_FREE_FIRST_MAX_RANK",
+           "MATRIX_FREE_FIRST_SECONDS"]
+
+#: bytes of peak memory per entry of one D x D matrix on the dense paths (64 complex128
+#: matrices' worth: 53 measured at N = 10, k = 9, rank D/2, and the index tensors grow with
+#: the number of subsets).
+DENSE_BYTES_PER_ENTRY = 64 * 16
+#: the share of the available memory a solve may plan to use.
+AVAILABLE_FRACTION = 0.8
+#: from this D on, path="auto" tries the matrix-free path first (a short attempt, see
+#: ``MATRIX_FREE_FIRST_MAXITER`` and ``MATRIX_FREE_FIRST_SECONDS``) where the dense path would
+#: also fit: pure targets from 2-body marginals at N = 10 took 5.7 s dense (the convex path,
+#: index tensors built) and 0.2 s matrix-free; N = 12, k = 11, rank 1: 622 s dense, 4.7 s
+#: matrix-free. What it does not certify goes on to the dense path.
+MATRIX_FREE_FIRST_MIN_DIM = 1024
+#: iteration and rank caps of that attempt.
+MATRIX_FREE_FIRST_MAXITER = 2000
+MATRIX_FREE_FIRST_MAX_RANK = 8
+#: wall-clock cap of that attempt (seconds; a quarter of ``time_limit`` when that is smaller).
+MATRIX_FREE_FIRST_SECONDS = 30.0
+
+
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else the free physical pages; None if
+    neither can be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def dense_peak_bytes(D: int, batch: int = 1) -> int:
+    """Planned peak of the dense paths for ``batch`` problems of dimension D."""
+    return DENSE_BYTES_PER_ENTRY * D * D * max(batch, 1)
+
+
+def factored_peak_bytes(D: int, rank: int, marginal_dims, memory: int = 8) -> int:
+    """Planned peak of the matrix-free path: V and its companions (see
+    :func:`qmarginal.solvers.matrix_free.peak_bytes`) plus three d_J x d_J matrices per
+    marginal (the target, the difference and a line-search term)."""
+    from .solvers.matrix_free import peak_bytes
+
+    return peak_bytes(D, rank, memory) + 3 * 16 * sum(d * d for d in marginal_dims)
+
+
+def purity_rank_bound(problem: MarginalProblem) -> int:
+    """A lower bound on the rank of every state with these marginals, from purities alone
+    (O(d_J^2) each, no eigenvalues): rank(sigma_J) >= 1 / tr(sigma_J^2) for a trace-1 sigma_J,
+    and rank(rho) >= rank(sigma_J) / d_{J^c}."""
+    import numpy as np
+
+    from . import _backend as B
+
+    D = math.prod(problem.dims)
+    best = 1
+    for s in problem.marginals.values():
+        a = np.asarray(B.to_numpy(s), dtype=np.complex128)
+        tr = float(np.trace(a).real)
+        pur = float(np.vdot(a, a).real) / (tr * tr) if tr > 0 else 1.0
+        dc = D // a.shape[-1]
+        best = max(best, math.ceil((1.0 / pur) / dc - 1e-9))
+    return best
+
+
+def _gib(b: int | None) -> str:
+    if b is None:
+        return "unknown"
+    return f"{b / 2**30:.3g} GiB" if b >= 2**28 else f"{b / 2**20:.3g} MiB"
+
+
+def route(problem: MarginalProblem, path: str = "auto", rank: int | None = None,
+          memory_budget: int | None = None) -> str:
+    """"dense", "matrix_free" or "matrix_free_first" (a short matrix-free attempt, then dense)
+    for this problem and requested path, or raise.
+
+    Args:
+        problem: the marginals (a batch counts each element).
+        path: the exact solver's ``path`` ("auto", "convex", "factored": dense; "matrix_free").
+        rank: the factored rank asked for (None: :func:`purity_rank_bound`, where the
+            matrix-free path starts).
+        memory_budget: bytes the solve may use (None: ``AVAILABLE_FRACTION`` of
+            :func:`available_bytes`; no limit when that is unknown).
+
+    Raises:
+        InsufficientMemoryError: the requested path, or every path, needs more than the budget.
+    """
+    D = math.prod(problem.dims)
+    batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
+    avail = available_bytes()
+    budget = memory_budget if memory_budget is not None else (
+        None if avail is None else int(AVAILABLE_FRACTION * avail))
+    single = not problem.batch_shape  # the matrix-free path takes one unbatched problem
+    r = rank or (purity_rank_bound(problem) if single else 1)
+    dense = dense_peak_bytes(D, batch)
+    factored = factored_peak_bytes(D, r, [s.shape[-1] for s in problem.marginals.values()])
+    fits_dense = budget is None or dense <= budget
+    fits_factored = (budget is None or factored <= budget) and single
+    where = (f"budget {_gib(budget)}" + ("" if memory_budget is not None else
+                                          f" ({AVAILABLE_FRACTION:.0%} of {_gib(avail)} "
+                                          f"available)"))
+    if path == "matrix_free":
+        if not single:
+            raise InsufficientMemoryError(
+                "the matrix-free path takes one problem at a time; this one is a batch of "
+                f"shape {problem.batch_shape}", needed=factored, available=budget or 0)
+        if fits_factored:
+            return "matrix_free"
+        raise InsufficientMemoryError(
+            f"the matrix-free path at rank {r} needs {_gib(factored)} (D = {D}), above the "
+            f"{where}; a lower rank or a smaller problem would fit", needed=factored,
+            available=budget or 0)
+    if fits_dense:
+        if (path == "auto" and single and fits_factored and D >= MATRIX_FREE_FIRST_MIN_DIM
+                and r <= MATRIX_FREE_FIRST_MAX_RANK):
+            return "matrix_free_first"
+        return "dense"
+    if path == "auto" and fits_factored:
+        return "matrix_free"
+    alt = (f"the matrix-free factored path (path='matrix_free') at rank {r} needs "
+           f"{_gib(factored)}" + (" and fits" if fits_factored else ", which does not fit either"))
+    raise InsufficientMemoryError(
+        f"path {path!r} needs about {_gib(dense)} (D x D matrices, D = {D}"
+        + (f", a batch of {batch}" if batch > 1 else "") + f"), above the {where}; {alt}"
+        + ("" if fits_factored else "; a smaller problem (fewer sites) is needed"),
+        needed=dense, available=budget or 0)
