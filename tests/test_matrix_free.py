@@ -263,3 +263,33 @@ def test_factored_report_fidelity_against_the_dense_metrics():
     assert abs(rep.mean_marginal_trace_distance - td) < 1e-12  # the small marginal's only
     assert "not computed for the 1 marginals" in rep.info["trace_distance"]
     assert rep.min_eigenvalue == 0.0 and "by construction" in rep.info["positivity"]
+
+
+def test_route_tries_matrix_free_first_only_where_a_low_rank_factor_can_exist():
+    from qmarginal.memory_plan import MATRIX_FREE_FIRST_MAX_RANK, purity_rank_bound, route
+
+    torch = pytest.importorskip("torch")
+    pure = _pairs_problem(10, seed=6)
+    assert purity_rank_bound(pure) == 1
+    assert route(pure) == "matrix_free_first"
+    assert route(pure, path="convex") == "dense"
+    assert route(pure, path="matrix_free") == "matrix_free"
+    as_torch = MarginalProblem({J: torch.as_tensor(np.asarray(s)) for J, s in
+                                pure.marginals.items()}, pure.dims)
+    assert route(as_torch) == "dense"  # torch input keeps its library and device
+    # 9-body marginals of a full-rank target: every compatible state has rank >= the bound
+    mixed = MarginalProblem.from_state(qm.rank_mixture_state(1024, 1024, seed=1), k=9)
+    assert purity_rank_bound(mixed) > MATRIX_FREE_FIRST_MAX_RANK
+    assert route(mixed) == "dense"
+    small = _pairs_problem(8, seed=7)
+    assert route(small) == "dense"  # below MATRIX_FREE_FIRST_MIN_DIM
+
+
+def test_purity_rank_bound_is_a_lower_bound():
+    from qmarginal.memory_plan import purity_rank_bound
+
+    rng = np.random.default_rng(8)
+    for r in (1, 3, 17, 64):
+        v = _factor(64, r, seed=int(rng.integers(1 << 30)))
+        p = _problem_of(v, (2,) * 6, [(0, 1, 2, 3), (2, 3, 4, 5)])
+        assert 1 <= purity_rank_bound(p) <= r

@@ -145,8 +145,9 @@ def route(problem: MarginalProblem, path: str = "auto", rank: int | None = None,
             f"{where}; a lower rank or a smaller problem would fit", needed=factored,
             available=budget or 0)
     if fits_dense:
+        # (not for torch input: its answer stays in torch, on its device, on the dense path)
         if (path == "auto" and single and fits_factored and D >= MATRIX_FREE_FIRST_MIN_DIM
-                and r <= MATRIX_FREE_FIRST_MAX_RANK):
+                and r <= MATRIX_FREE_FIRST_MAX_RANK and not problem.is_torch):
             return "matrix_free_first"
         return "dense"
     if path == "auto" and fits_factored:

@@ -177,7 +177,8 @@ class Reconstruction:
 
 class FactoredReconstruction(Reconstruction):
     """A reconstruction held as a factor, rho = V V^dagger / tr(V V^dagger) (the matrix-free
-    path): ``factor`` is V (D x r), ``factored`` the
+    path, which computes in numpy complex128 whatever the input's library and precision):
+    ``factor`` is V (D x r), ``factored`` the
     :class:`~qmarginal.factored.FactoredState`; ``state`` materialises the dense rho on request,
     within :data:`qmarginal.factored.DENSE_MAX_BYTES` (beyond: a :class:`MarginalError` that
     names ``factor``; ``factored.state(max_bytes=...)`` for a larger budget)."""
