@@ -182,6 +182,10 @@ def _steepest_column(fm: FactorMaps, deltas, rng):
     """The most negative eigenvector of sum_J Delta_J (x) 1 (Lanczos, matrix-free)."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
+    if fm.D <= 256:  # small: the operator densely (D matrix-vector products), one eigh
+        w, u = np.linalg.eigh(fm.adjoint(np.eye(fm.D, dtype=np.complex128), deltas))
+        return w[0], u[:, :1]
+
     def mv(x):
         return fm.adjoint(np.asarray(x, dtype=np.complex128).reshape(-1, 1), deltas)[:, 0]
 
