@@ -33,6 +33,7 @@ from .errors import IncompatibleMarginalsError, MarginalError, NotCertifiedError
 from .problem import MarginalProblem
 from .report import VERDICT_INCOMPATIBLE, Reconstruction, Report, measure
 from .solvers._api import METHODS, SolverOutput, method_spec, register_method
+from .threads import thread_limits
 
 __all__ = ["reconstruct", "Reconstruction", "Report", "METHODS", "register_method"]
 
@@ -225,6 +226,14 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
         raise MarginalError(f"problem must be a MarginalProblem, got {type(problem).__name__}")
     spec = method_spec(method)
     st = spec.make_settings(settings, options)
+    with thread_limits(getattr(st, "threads", None)):
+        return _reconstruct(problem, spec, st, x0, least_squares, strict, check)
+
+
+def _reconstruct(problem: MarginalProblem, spec, st, x0, least_squares: bool,
+                 strict: bool | None, check: bool) -> Reconstruction:
+    """The body of :func:`reconstruct` (settings made, thread limits in force)."""
+    method = spec.name
     if spec.name in ("exact", "auto"):
         # the memory plan, before any import or allocation of size D x D
         from .memory_plan import route

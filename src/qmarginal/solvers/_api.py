@@ -71,14 +71,20 @@ class Settings:
             see :data:`TOLERANCES`).
         marginal_tol: a certified state has max_J max |tr_{J^c} rho - sigma_J| <= marginal_tol
             (None: by the input precision).
+        threads: BLAS and torch threads for the call (None: as the user's environment has
+            them; see :mod:`qmarginal.threads`).
     """
 
     eig_tol: float | None = None
     marginal_tol: float | None = None
+    threads: int | None = None
 
     def __post_init__(self):
         _positive("eig_tol", self.eig_tol)
         _positive("marginal_tol", self.marginal_tol)
+        if self.threads is not None and (isinstance(self.threads, bool) or not
+                                         isinstance(self.threads, int) or self.threads < 1):
+            raise MarginalError(f"threads must be None or an integer >= 1, got {self.threads!r}")
 
     def resolved(self, dtype) -> "Settings":
         """These settings with the tolerances left None taken from :data:`TOLERANCES`."""
