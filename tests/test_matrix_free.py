@@ -293,3 +293,16 @@ def test_purity_rank_bound_is_a_lower_bound():
         v = _factor(64, r, seed=int(rng.integers(1 << 30)))
         p = _problem_of(v, (2,) * 6, [(0, 1, 2, 3), (2, 3, 4, 5)])
         assert 1 <= purity_rank_bound(p) <= r
+
+
+def test_check_compatibility_refuses_what_cannot_fit(capsys, tmp_path):
+    """14 qubits: the check needs D x D matrices (~256 GiB planned): refused, exit status 2."""
+    from qmarginal.cli import main
+
+    p = _pairs_problem(14, seed=9)
+    with pytest.raises(qm.InsufficientMemoryError, match="check_compatibility needs D x D"):
+        qm.check_compatibility(p)
+    path = tmp_path / "p14.json"
+    p.save(path)
+    assert main(["check", str(path)]) == 2
+    assert "needs D x D matrices" in capsys.readouterr().err

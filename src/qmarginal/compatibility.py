@@ -325,6 +325,9 @@ def check_compatibility(problem: MarginalProblem, settings: CompatibilitySetting
         raise MarginalError(f"problem must be a MarginalProblem, got {type(problem).__name__}")
     st = apply_options(CompatibilitySettings, settings, options, aliases=_ALIASES,
                        what="check_compatibility")
+    from .memory_plan import require_dense
+
+    require_dense(problem, "check_compatibility")  # D x D throughout: refuse early if no fit
     npb = problem.to_numpy() if problem.is_torch else problem
     st = st.resolved(next(iter(npb.marginals.values())).dtype)
     if npb.batch_shape:

@@ -24,7 +24,7 @@ import os
 from .errors import InsufficientMemoryError
 from .problem import MarginalProblem
 
-__all__ = ["available_bytes", "dense_peak_bytes", "factored_peak_bytes", "route",
+__all__ = ["available_bytes", "dense_peak_bytes", "factored_peak_bytes", "route", "require_dense",
            "purity_rank_bound", "DENSE_BYTES_PER_ENTRY", "AVAILABLE_FRACTION",
            "MATRIX_FREE_FIRST_MIN_DIM", "MATRIX_FREE_FIRST_MAXITER", "MATRIX_FREE_FIRST_MAX_RANK",
            "MATRIX_FREE_FIRST_SECONDS"]
@@ -41,9 +41,11 @@ AVAILABLE_FRACTION = 0.8
 #: index tensors built) and 0.2 s matrix-free; N = 12, k = 11, rank 1: 622 s dense, 4.7 s
 #: matrix-free. What it does not certify goes on to the dense path.
 MATRIX_FREE_FIRST_MIN_DIM = 1024
-#: iteration and rank caps of that attempt.
+#: iteration and rank caps of that attempt; it runs only where the purity rank bound is at
+#: most the rank cap. N = 10, k = 9 targets of rank 10 / 14 (purity bounds 7 / 10): 9.1 / 11.5 s
+#: matrix-free against 38 / 45 s on the dense factored path.
 MATRIX_FREE_FIRST_MAXITER = 2000
-MATRIX_FREE_FIRST_MAX_RANK = 8
+MATRIX_FREE_FIRST_MAX_RANK = 16
 #: wall-clock cap of that attempt (seconds; a quarter of ``time_limit`` when that is smaller).
 MATRIX_FREE_FIRST_SECONDS = 30.0
 
@@ -101,6 +103,25 @@ def _gib(b: int | None) -> str:
     if b is None:
         return "unknown"
     return f"{b / 2**30:.3g} GiB" if b >= 2**28 else f"{b / 2**20:.3g} MiB"
+
+
+def require_dense(problem: MarginalProblem, what: str, memory_budget: int | None = None):
+    """Raise :class:`~qmarginal.InsufficientMemoryError` when ``what`` (which needs D x D
+    matrices) cannot fit; return the planned bytes otherwise."""
+    D = math.prod(problem.dims)
+    batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
+    avail = available_bytes()
+    budget = memory_budget if memory_budget is not None else (
+        None if avail is None else int(AVAILABLE_FRACTION * avail))
+    need = dense_peak_bytes(D, 1)  # batches are checked one element at a time
+    if budget is not None and need > budget:
+        raise InsufficientMemoryError(
+            f"{what} needs D x D matrices: about {_gib(need)} at D = {D}"
+            + (f" (per element of the batch of {batch})" if batch > 1 else "")
+            + f", above the budget {_gib(budget)}; no compatibility check is possible at this "
+            "size (reconstruct's matrix-free path certifies a state from its factor)",
+            needed=need, available=budget)
+    return need
 
 
 def route(problem: MarginalProblem, path: str = "auto", rank: int | None = None,
