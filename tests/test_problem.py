@@ -82,6 +82,29 @@ def test_not_psd():
         MarginalProblem({(0, 1): s})
 
 
+@pytest.mark.parametrize("factor, accepted", [(0.99, True), (1.01, False)])
+def test_psd_tolerance_is_exact_at_its_boundary(factor, accepted):
+    """lambda_min = -0.99 tol is accepted, -1.01 tol refused, for a single marginal and in a
+    batch (the Cholesky shortcut and the eigenvalue check agree at the boundary); a rank-one
+    marginal (lambda_min = 0, 63 zero eigenvalues) of dimension 64 is accepted."""
+    tol = Tolerances().psd
+    rng = np.random.default_rng(1)
+    u, _ = np.linalg.qr(rng.standard_normal((8, 8)) + 1j * rng.standard_normal((8, 8)))
+    w = np.full(8, 0.0)
+    w[0] = -factor * tol
+    w[1:] = (1 - w[0]) / 7
+    s = (u * w) @ u.conj().T
+    batch = np.stack([np.eye(8) / 8, s])
+    for table in ({(0, 1, 2): s}, {(0, 1, 2): batch}):
+        if accepted:
+            MarginalProblem(table)
+        else:
+            with pytest.raises(MarginalError, match="not positive semidefinite"):
+                MarginalProblem(table)
+    v = rng.standard_normal(64) + 1j * rng.standard_normal(64)
+    MarginalProblem({tuple(range(6)): np.outer(v, v.conj()) / np.vdot(v, v).real})
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nan_or_inf(good, value):
     bad = dict(good)
