@@ -105,14 +105,20 @@ def _gib(b: int | None) -> str:
     return f"{b / 2**30:.3g} GiB" if b >= 2**28 else f"{b / 2**20:.3g} MiB"
 
 
+def _budget(memory_budget: int | None) -> tuple[int | None, int | None]:
+    """(the budget in bytes or None for no limit, the available bytes or None)."""
+    avail = available_bytes()
+    if memory_budget is not None:
+        return memory_budget, avail
+    return (None if avail is None else int(AVAILABLE_FRACTION * avail)), avail
+
+
 def require_dense(problem: MarginalProblem, what: str, memory_budget: int | None = None):
     """Raise :class:`~qmarginal.InsufficientMemoryError` when ``what`` (which needs D x D
     matrices) cannot fit; return the planned bytes otherwise."""
     D = math.prod(problem.dims)
     batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
-    avail = available_bytes()
-    budget = memory_budget if memory_budget is not None else (
-        None if avail is None else int(AVAILABLE_FRACTION * avail))
+    budget, _ = _budget(memory_budget)
     need = dense_peak_bytes(D, 1)  # batches are checked one element at a time
     if budget is not None and need > budget:
         raise InsufficientMemoryError(
@@ -142,9 +148,7 @@ def route(problem: MarginalProblem, path: str = "auto", rank: int | None = None,
     """
     D = math.prod(problem.dims)
     batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
-    avail = available_bytes()
-    budget = memory_budget if memory_budget is not None else (
-        None if avail is None else int(AVAILABLE_FRACTION * avail))
+    budget, avail = _budget(memory_budget)
     single = not problem.batch_shape  # the matrix-free path takes one unbatched problem
     r = rank or (purity_rank_bound(problem) if single else 1)
     dense = dense_peak_bytes(D, batch)

@@ -234,17 +234,14 @@ def _reconstruct(problem: MarginalProblem, spec, st, x0, least_squares: bool,
                  strict: bool | None, check: bool) -> Reconstruction:
     """The body of :func:`reconstruct` (settings made, thread limits in force)."""
     method = spec.name
+    path_taken, mf_rank = "dense", None
     if spec.name in ("exact", "auto"):
-        # the memory plan, before any import or allocation of size D x D
-        from .memory_plan import route
+        # the memory plan, before any import or allocation of size D x D; the matrix-free
+        # path would start at the purity rank bound
+        from .memory_plan import purity_rank_bound, route
 
-        path_taken = route(problem, st.path, st.rank, st.memory_budget)
-        if path_taken != "dense":
-            from .memory_plan import purity_rank_bound
-
-            mf_rank = st.rank or purity_rank_bound(problem)  # the matrix-free start
-    else:
-        path_taken = "dense"
+        mf_rank = st.rank or (None if problem.batch_shape else purity_rank_bound(problem))
+        path_taken = route(problem, st.path, mf_rank, st.memory_budget)
     spec.solver()  # import the method's module (and its libraries) before the clock starts
     t0 = time.perf_counter()
     in_dtype = next(iter(problem.marginals.values())).dtype
@@ -388,69 +385,70 @@ def _reconstruct(problem: MarginalProblem, spec, st, x0, least_squares: bool,
     return result
 
 
+def _solve_factored(problem, spec, st, mst, t0, route_note: str):
+    """Run the matrix-free path with settings ``mst`` and measure its factor
+    (:func:`~qmarginal.report.measure_factored`): (solver result, FactoredReconstruction)."""
+    from .report import FactoredReconstruction, measure_factored
+    from .solvers import matrix_free
+
+    res = matrix_free.solve(problem, mst)
+    info = {"path": "matrix_free", "rank": res.rank, "solver_time_s": res.time_s,
+            "route": route_note}
+    report = measure_factored(
+        problem, res.state, eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
+        method=spec.name, certifies=True, iterations=res.iterations,
+        converged=res.certified, reason=res.reason, wall_time=time.perf_counter() - t0,
+        settings=_settings_dict(st), info=info)
+    return res, FactoredReconstruction(res.state, report)
+
+
 def _matrix_free_first(problem, spec, st, rank: int, t0):
     """The short matrix-free attempt of ``route``'s "matrix_free_first": (a certified
     :class:`~qmarginal.report.FactoredReconstruction`, "") or (None, why it did not certify)."""
     from . import memory_plan as mp
-    from .report import FactoredReconstruction, measure_factored
-    from .solvers import matrix_free
+    from .solvers.matrix_free import MatrixFreeSettings
 
     seconds = mp.MATRIX_FREE_FIRST_SECONDS
     if st.time_limit is not None:
         seconds = min(seconds, st.time_limit / 4)
-    mst = matrix_free.MatrixFreeSettings(
+    cap = mp.MATRIX_FREE_FIRST_MAX_RANK
+    mst = MatrixFreeSettings(
         eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
         maxiter=min(st.maxiter, mp.MATRIX_FREE_FIRST_MAXITER), time_limit=seconds,
-        rank=rank, max_rank=max(rank, min(st.max_rank or mp.MATRIX_FREE_FIRST_MAX_RANK,
-                                          mp.MATRIX_FREE_FIRST_MAX_RANK)),
-        seed=st.seed)
-    res = matrix_free.solve(problem, mst)
-    if not res.certified:
-        return None, f"{res.reason} after {res.iterations} iterations, {res.time_s:.3g} s"
-    info = {"path": "matrix_free", "rank": res.rank, "solver_time_s": res.time_s,
-            "route": "matrix_free first (D >= "
-                     f"{mp.MATRIX_FREE_FIRST_MIN_DIM}; the dense path would follow)"}
-    report = measure_factored(
-        problem, res.state, eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
-        method=spec.name, certifies=True, iterations=res.iterations, converged=True,
-        wall_time=time.perf_counter() - t0, settings=_settings_dict(st), info=info)
-    if not report.certified:  # (the solver's own re-measurement agreed; belt and braces)
-        return None, "the factor missed the tolerances when re-measured"
-    return FactoredReconstruction(res.state, report), ""
+        rank=rank, max_rank=max(rank, min(st.max_rank or cap, cap)), seed=st.seed)
+    res, rec = _solve_factored(problem, spec, st, mst, t0,
+                               f"matrix_free first (D >= {mp.MATRIX_FREE_FIRST_MIN_DIM}; the "
+                               "dense path would follow)")
+    if rec.certified:
+        return rec, ""
+    return None, f"{res.reason or 'not certified'} after {res.iterations} iterations, " \
+                 f"{res.time_s:.3g} s"
 
 
 def _reconstruct_factored(problem, spec, st, rank: int, x0, least_squares, strict, t0):
     """The matrix-free path (:mod:`qmarginal.solvers.matrix_free`): a factored state certified
     from its factor, or NotCertifiedError (compatibility is not checked there: the check
     needs D x D matrices)."""
-    from .report import FactoredReconstruction, measure_factored
-    from .solvers import matrix_free
+    from .solvers.matrix_free import MatrixFreeSettings
 
     if x0 is not None:
         raise MarginalError("the matrix-free path takes no D x D warm start x0")
     if least_squares:
         raise MarginalError("least_squares=True needs the compatibility check, which needs "
                             "D x D matrices; not available on the matrix-free path")
-    mst = matrix_free.MatrixFreeSettings(
+    mst = MatrixFreeSettings(
         eig_tol=st.eig_tol, marginal_tol=st.marginal_tol, maxiter=st.maxiter,
         time_limit=st.time_limit, rank=rank, max_rank=st.max_rank, seed=st.seed)
-    res = matrix_free.solve(problem, mst)
-    info = {"path": "matrix_free", "rank": res.rank, "solver_time_s": res.time_s,
-            "route": "matrix_free (requested)" if st.path == "matrix_free" else
-                     "matrix_free (D x D matrices do not fit the memory budget)"}
-    report = measure_factored(
-        problem, res.state, eig_tol=st.eig_tol, marginal_tol=st.marginal_tol,
-        method=spec.name, certifies=True, iterations=res.iterations,
-        converged=res.certified, reason=res.reason, wall_time=time.perf_counter() - t0,
-        settings=_settings_dict(st), info=info)
-    rec = FactoredReconstruction(res.state, report)
-    if report.certified or strict is False:
+    res, rec = _solve_factored(problem, spec, st, mst, t0,
+                               "matrix_free (requested)" if st.path == "matrix_free" else
+                               "matrix_free (D x D matrices do not fit the memory budget)")
+    if rec.certified or strict is False:
         return rec
     reason = (res.reason or "the factor misses the tolerances") + (
         "; compatibility not checked (the check needs D x D matrices)")
     raise NotCertifiedError(
         f"{spec.name}: no certified state: {reason}; best factor: marginal deviation "
-        f"{report.max_marginal_deviation:.3g} (marginal_tol {st.marginal_tol:g})",
+        f"{rec.report.max_marginal_deviation:.3g} (marginal_tol {st.marginal_tol:g})",
         reason=reason, reconstruction=rec)
 
 

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _backend as B
 from .._sites import subset_dim
 from ..errors import MarginalError
 from ..factored import FactoredState, factor_marginal, regroup_order
 from ..problem import MarginalProblem
-from ._api import IterativeSettings, default_tolerances
+from ._api import IterativeSettings
 from .exact._factored import _quartic_min
 
 __all__ = ["MatrixFreeSettings", "MatrixFreeResult", "FactorMaps", "solve", "peak_bytes"]
@@ -224,9 +225,13 @@ class _Dense:
              _dot(cc, cc)]
         return c, (b, cc)
 
-    def advance(self, t, ctx):
+    def advance(self, t, ctx, w_new):
+        """Move to v + t p (``w_new()`` regroups it; not needed here)."""
         b, cc = ctx
         self.delta = self.delta + t * b + (t * t) * cc
+
+    def final_dev(self, w_new) -> float:
+        return self.max_dev()
 
 
 class _Gram:
@@ -265,10 +270,11 @@ class _Gram:
         c4 = _dot(gpp, gpp)
         return [c0, c1, c2, c3, c4], (q, sq)
 
-    def advance(self, t, ctx):
-        pass  # the Gram terms are recomputed from the new W by refresh (O(d_J m^2))
+    def advance(self, t, ctx, w_new):
+        self.refresh(w_new())  # the Gram terms from the new W (O(d_J^2 m))
 
-    def final_dev(self, w) -> float:
+    def final_dev(self, w_new) -> float:
+        w = w_new()
         return float(np.abs(w @ w.conj().T - self.sigma).max())
 
 
@@ -279,9 +285,7 @@ def _step(fm, v, g, p, t, terms, ctxs, it, st, S, Y, terms_at, gradient):
         terms = terms_at(v_new)
     else:
         for item, term, ctx in zip(fm.items, terms, ctxs):
-            term.advance(t, ctx)
-            if isinstance(term, _Gram):
-                term.refresh(fm.regroup(v_new, item))
+            term.advance(t, ctx, lambda item=item: fm.regroup(v_new, item))
     g_new = gradient(v_new, terms)
     S.append(v_new - v)
     Y.append(g_new - g)
@@ -313,11 +317,9 @@ def solve(problem: MarginalProblem, settings: MatrixFreeSettings | None = None,
     t0 = time.perf_counter()
     dims = problem.dims
     D = math.prod(dims)
-    sig = {J: np.asarray(_to_numpy(s), dtype=np.complex128) for J, s in problem.marginals.items()}
-    first = next(iter(problem.marginals.values()))
-    eig_d, marg_d = default_tolerances(_dtype_name(first))
-    eig_tol = st.eig_tol if st.eig_tol is not None else eig_d
-    marginal_tol = st.marginal_tol if st.marginal_tol is not None else marg_d
+    sig = {J: np.asarray(B.to_numpy(s), dtype=np.complex128) for J, s in problem.marginals.items()}
+    st = st.resolved(next(iter(problem.marginals.values())).dtype)
+    eig_tol, marginal_tol = st.eig_tol, st.marginal_tol
     max_rank = min(st.max_rank or D, D)
     deadline = None if st.time_limit is None else t0 + st.time_limit
     fm = FactorMaps(dims, list(sig))
@@ -344,8 +346,8 @@ def solve(problem: MarginalProblem, settings: MatrixFreeSettings | None = None,
         return 4 * g
 
     def exact_dev(v, terms) -> float:
-        return max(term.final_dev(fm.regroup(v, item)) if isinstance(term, _Gram)
-                   else term.max_dev() for item, term in zip(fm.items, terms))
+        return max(term.final_dev(lambda item=item: fm.regroup(v, item))
+                   for item, term in zip(fm.items, terms))
 
     terms = terms_at(v)
     h = sum(term.h() for term in terms)
@@ -429,14 +431,3 @@ def measured_deviation(state: FactoredState, sig: dict) -> float:
         return math.inf
     return max(float(np.abs(factor_marginal(state.factor, J, state.dims) / tr - s).max())
                for J, s in sig.items())
-
-
-def _to_numpy(x):
-    from .. import _backend as B
-
-    return B.to_numpy(x)
-
-
-def _dtype_name(x) -> str:
-    name = str(getattr(x, "dtype", "complex128")).replace("torch.", "")
-    return "complex64" if name in ("complex64", "float32") else "complex128"
