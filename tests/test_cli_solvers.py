@@ -57,10 +57,11 @@ def rank_deficient(tmp_path):
 def test_reconstruct_certified_prints_the_verdict_first_and_writes_state(example, tmp_path,
                                                                          capsys):
     out = tmp_path / "state.npz"
-    rc = main(["reconstruct", str(example), "--method", "sdp", "--eps", "1e-8", "-o", str(out)])
+    rc = main(["reconstruct", str(example), "--method", "sdp", "--eps", "1e-8", "-o", str(out),
+               "-v"])
     text = capsys.readouterr().out
     assert rc == 0
-    assert text.splitlines()[0].split() == ["verdict", "certified", "state"]
+    assert text.splitlines()[0] == f"{example}: certified state"
     assert "info: solver" in text
     with np.load(out, allow_pickle=False) as z:
         state = z["state"]
@@ -75,11 +76,11 @@ def test_reconstruct_certified_prints_the_verdict_first_and_writes_state(example
 
 def test_reconstruct_method_options(example, capsys):
     assert main(["reconstruct", str(example), "--method", "mio", "--seed-state", "hilbert_schmidt",
-                 "--seed", "3"]) == 0  # approximate: produced, whatever its verdict
+                 "--seed", "3", "-v"]) == 0  # approximate: produced, whatever its verdict
     text = capsys.readouterr().out
-    assert "info: seed" in text and text.startswith("verdict")
+    assert "info: seed" in text and text.startswith(f"{example}: approximate (mio)")
     assert main(["reconstruct", str(example), "--method", "sdp", "--form", "paper",
-                 "--option", "eps=1e-7", "--maxiter", "20000"]) == 0
+                 "--option", "eps=1e-7", "--maxiter", "20000", "--verbose"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(ln.startswith("info: form") and ln.endswith("paper") for ln in lines)
     assert any(ln.startswith("setting: eps") and ln.endswith("1e-07") for ln in lines)
@@ -91,7 +92,7 @@ def test_reconstruct_incompatible_exits_1(method, triangle, tmp_path, capsys):
     out = tmp_path / "never.npz"
     assert main(["reconstruct", str(triangle), "--method", method, "-o", str(out)]) == 1
     text = capsys.readouterr().out
-    assert text.startswith("verdict") and "incompatible (certificate verified)" in text
+    assert text.startswith(f"{triangle}: incompatible (certificate verified)")
     assert "lambda_min(W)" in text and "not written" in text
     assert not out.exists()
 

@@ -10,7 +10,7 @@ from .compatibility import (
     check_compatibility,
 )
 from .errors import (IncompatibleMarginalsError, InsufficientMemoryError, MarginalError,
-                     NotCertifiedError, QMarginalError)
+                     NotCertifiedError, OutputPathError, QMarginalError)
 from .marginals import k_body_subsets, marginals
 from .metrics import (
     StateReport,
@@ -50,6 +50,7 @@ __all__ = [
     "IncompatibleMarginalsError",
     "NotCertifiedError",
     "InsufficientMemoryError",
+    "OutputPathError",
     "fidelity",
     "trace_distance",
     "state_report",

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._cli_core import add_atol, add_reporting, emit, load_problem, say
+
 #: exit status by outcome
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 1, 2, 3
 
@@ -43,18 +45,17 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="write the state to this .npz (array 'state', or 'factor' V with rho = "
                         "V V^dagger / tr on the matrix-free path; report JSON inside and "
-                        "beside); only a certified state unless --no-strict")
+                        "beside as .report.json); only a certified state unless --no-strict. "
+                        "Checked before the solve; written atomically; never the input file")
     p.add_argument("--least-squares", action="store_true",
                    help="for incompatible input, reconstruct from the nearest compatible marginals")
-    p.add_argument("--no-validate", action="store_true",
-                   help="load without validating (noisy marginals; use with --least-squares)")
+    add_atol(p)
+    add_reporting(p)
     p.add_argument("--no-strict", action="store_true",
                    help="when no certified state is found, write the best iterate anyway "
                         "(the exit status still says 3)")
     p.add_argument("--seed", type=int, default=None,
                    help="random seed for methods that use one (mio with a random seed state, exact)")
-    p.add_argument("--atol", type=float, default=None,
-                   help="one absolute tolerance for every validation check of the input")
     # common method options
     p.add_argument("--eig-tol", dest="eig_tol", type=float, default=None,
                    help="certified: lambda_min >= -EIG_TOL (default 1e-10; 1e-6 for complex64)")
@@ -80,8 +81,8 @@ def add_commands(sub) -> None:
                     "(certificate verified); 3: undetermined; 2: error.",
     )
     p.add_argument("problem", help="problem file (.json or .npz)")
-    p.add_argument("--no-validate", action="store_true",
-                   help="load without validating (noisy marginals whose overlaps disagree)")
+    add_atol(p)
+    add_reporting(p)
     p.add_argument("--eig-tol", dest="eig_tol", type=float, default=None,
                    help="compatible: a state with lambda_min >= -EIG_TOL (default 1e-10)")
     p.add_argument("--marginal-tol", dest="marginal_tol", type=float, default=None,
@@ -90,7 +91,8 @@ def add_commands(sub) -> None:
                    help="least-squares iteration limit")
     p.add_argument("--time-limit", type=float, default=None, help="seconds for the check")
     p.add_argument("-o", "--output", default=None,
-                   help="write the nearest compatible marginals' state and certificate (.npz)")
+                   help="write the nearest compatible marginals' state and certificate (.npz; "
+                        "checked before the check runs, written atomically)")
     p.set_defaults(handler=_check)
 
 
@@ -108,34 +110,39 @@ def _parse_value(text: str):
     return text
 
 
-def _load(path: str, atol, no_validate: bool):
-    from ._cli_core import load_problem
-    from .problem import MarginalProblem
-
-    if no_validate:
-        return MarginalProblem.load(path, validate=False)
-    return load_problem(path, atol)
-
-
-def _write_state(path: str, result) -> None:
-    import json
+def _state_paths(output: str, problem: str) -> tuple:
+    """The state file and its report beside it, both checked before any work."""
     from pathlib import Path
+
+    from .errors import OutputPathError
+    from .files import check_output
+
+    out = Path(output)
+    if out.suffix != ".npz":
+        raise OutputPathError(f"-o {out}: the state is written as .npz; name the file "
+                              f"{out.with_suffix('.npz').name}", path=out)
+    side = out.with_suffix(".report.json")
+    for path in (out, side):
+        check_output(path, inputs=[problem], what="-o")
+    return out, side
+
+
+def _write_state(out, side, result) -> list[str]:
+    import json
 
     import numpy as np
 
     from . import _backend as B
+    from .files import atomic_write, write_text
 
-    out = Path(path)
-    if out.suffix != ".npz":
-        out = out.with_suffix(".npz")
     doc = json.dumps(result.report.to_dict(), indent=1)
-    if hasattr(result, "factor"):  # matrix-free: rho = V V^dagger / tr, stored as V
-        np.savez_compressed(out, factor=result.factor, report_json=np.array(doc))
-    else:
-        np.savez_compressed(out, state=B.to_numpy(result.state), report_json=np.array(doc))
-    side = out.with_suffix(".report.json")
-    side.write_text(doc)
-    print(f"wrote {out} and {side}")
+    with atomic_write(out, "wb") as f:
+        if hasattr(result, "factor"):  # matrix-free: rho = V V^dagger / tr, stored as V
+            np.savez_compressed(f, factor=result.factor, report_json=np.array(doc))
+        else:
+            np.savez_compressed(f, state=B.to_numpy(result.state), report_json=np.array(doc))
+    write_text(side, doc)
+    return [str(out), str(side)]
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
@@ -145,7 +152,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from .reconstruct import reconstruct
     from .solvers._api import method_spec
 
-    problem = _load(args.problem, args.atol, args.no_validate)
+    from ._progress import elapsed
+
+    paths = _state_paths(args.output, args.problem) if args.output else None
+    problem = load_problem(args.problem, args.atol, not args.no_validate)
     spec = method_spec(args.method)
     fields = {f for f in spec.settings_class().__dataclass_fields__}
     options = {}
@@ -160,49 +170,63 @@ def _reconstruct(args: argparse.Namespace) -> int:
             raise MarginalError(f"--option expects NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         options[k.strip().replace("-", "_")] = _parse_value(v.strip())
-    result = reconstruct(problem, args.method, least_squares=args.least_squares, strict=False,
-                         **options)
+    with elapsed(f"reconstruct ({args.method})", not (args.quiet or args.json)):
+        result = reconstruct(problem, args.method, least_squares=args.least_squares,
+                             strict=False, **options)
     report = result.report
-    print(report.table())  # the verdict is its first line
-    for n, (index, err) in enumerate(sorted(result.errors.items())):
-        if n == 10:
-            print(f"... and {len(result.errors) - 10} more errors")
-            break
-        print(f"error{' at batch element ' + str(index) if index else ''}: {err}")
     certified = np.asarray(report.certified, dtype=bool).ravel()
-    if args.output and (certified.all() or not spec.certifies or args.no_strict):
-        _write_state(args.output, result)
-    elif args.output:
-        print(f"not written: {args.output} (no certified state; --no-strict writes the best "
-              f"iterate)")
     if not spec.certifies or certified.all():
-        return EXIT_OK
-    if all(isinstance(e, IncompatibleMarginalsError) for e in result.errors.values()):
-        return EXIT_INCOMPATIBLE
-    return EXIT_NOT_CERTIFIED
+        status = EXIT_OK
+    elif all(isinstance(e, IncompatibleMarginalsError) for e in result.errors.values()):
+        status = EXIT_INCOMPATIBLE
+    else:
+        status = EXIT_NOT_CERTIFIED
+    errors = [f"error{' at batch element ' + str(index) if index else ''}: {err}"
+              for index, err in sorted(result.errors.items())]
+    shown = errors[:10] + ([f"... and {len(errors) - 10} more errors"] if len(errors) > 10
+                           else [])
+    table = report.table(full=args.verbose)
+    verdict_line = f"{args.problem}: {report.rows()[0][1]}"
+    body = "\n".join(table.splitlines()[1:] + shown)
+    written = []
+    if paths and (certified.all() or not spec.certifies or args.no_strict):
+        written = _write_state(*paths, result)
+    emit(args, verdict_line, body,
+         {"file": args.problem, "exit_status": status, "verdict": report.to_dict()["verdict"],
+          "report": report.to_dict(), "errors": {str(k): str(v) for k, v in
+                                                 result.errors.items()}, "written": written})
+    if written:
+        say(args, f"wrote {written[0]} and {written[1]}")
+    elif paths:
+        say(args, f"not written: {args.output} (no certified state; --no-strict writes the best "
+                  "iterate)")
+    return status
 
 
 def _check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from .compatibility import check_compatibility
     from .errors import MarginalError
 
-    problem = _load(args.problem, None, args.no_validate)
+    from ._progress import elapsed
+    from .files import atomic_write, check_output
+
+    out = check_output(args.output, inputs=[args.problem], what="-o") if args.output else None
+    problem = load_problem(args.problem, args.atol, not args.no_validate)
     if problem.batch_shape:
         raise MarginalError("qmarginal check takes one problem, not a batch")
     options = {k: getattr(args, k) for k in ("eig_tol", "marginal_tol", "maxiter", "time_limit")
                if getattr(args, k) is not None}
-    res = check_compatibility(problem, **options)
+    with elapsed("check", not (args.quiet or args.json)):
+        res = check_compatibility(problem, **options)
     word = {"compatible": "compatible (a certified state)",
             "incompatible": "incompatible (certificate verified)",
             "undetermined": "undetermined (no certified state and no verified certificate)"}
-    print(f"{args.problem}: {word[res.status]}")
-    print(res.summary())
-    if args.output:
-        out = Path(args.output)
+    status = {"compatible": EXIT_OK, "incompatible": EXIT_INCOMPATIBLE}.get(res.status,
+                                                                              EXIT_NOT_CERTIFIED)
+    written = []
+    if out is not None:
         arrays = {"state": res.state, "residual_norm": np.array(res.residual_norm),
                   "status": np.array(res.status)}
         for i, (J, m) in enumerate(res.nearest_marginals.items()):
@@ -210,7 +234,19 @@ def _check(args: argparse.Namespace) -> int:
             arrays[f"nearest_{i}"] = m
             if res.certificate is not None:
                 arrays[f"w_{i}"] = res.certificate.w[J]
-        np.savez_compressed(out, **arrays)
-        print(f"wrote {out}")
-    return {"compatible": EXIT_OK, "incompatible": EXIT_INCOMPATIBLE}.get(res.status,
-                                                                           EXIT_NOT_CERTIFIED)
+        with atomic_write(out, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        written = [str(out)]
+    cert = res.certificate
+    emit(args, f"{args.problem}: {word[res.status]}", res.summary(),
+         {"file": args.problem, "exit_status": status, "status": res.status,
+          "residual_norm": float(res.residual_norm),
+          "certificate": None if cert is None else {
+              "lambda_min": float(cert.lambda_min), "energy": float(cert.energy),
+              "gap": float(cert.gap), "margin": float(cert.margin),
+              "w": {str(list(J)): {"real": np.real(w).tolist(), "imag": np.imag(w).tolist()}
+                    for J, w in cert.w.items()}},
+          "summary": res.summary(), "written": written})
+    if written:
+        say(args, f"wrote {out}")
+    return status

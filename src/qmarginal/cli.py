@@ -1,10 +1,16 @@
 """The ``qmarginal`` command line: it parses, reads and writes files, and calls the library.
 
 Subcommands live in small modules that each define ``add_commands(subparsers)``; every handler
-is ``handler(args) -> int`` (the exit status). Library errors are printed as one clear line,
-never as a traceback: bad input or usage (MarginalError, a missing optional dependency) exits
-with status 2, a verified incompatibility with 1, a missing certificate (NotCertifiedError)
-with 3 (see :mod:`qmarginal._cli_solve`).
+is ``handler(args) -> int`` (the exit status). Every error is printed as one line on stderr,
+``qmarginal COMMAND: error: ...``, never as a traceback. Exit status (the README's table):
+
+- 0: success (a certified state; ``check``: compatible; approximate methods: produced);
+- 1: incompatible, with a verified certificate;
+- 2: bad input or usage: an unreadable or malformed file, an invalid option or value, an
+  output that cannot or may not be written, a request that cannot fit in memory, a missing
+  optional dependency, an operating-system error on a file (argparse's own usage errors too);
+- 3: not certified / undetermined (no certified state and no verified certificate);
+- 130: interrupted (Ctrl-C); files being written are left as they were (atomic writes).
 """
 
 from __future__ import annotations
@@ -58,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"qmarginal {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"qmarginal {args.command}: error: out of memory (the memory plan did not foresee "
+              "this; please report it with the problem's size)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"qmarginal {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qmarginal {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -327,7 +327,9 @@ def check_compatibility(problem: MarginalProblem, settings: CompatibilitySetting
                        what="check_compatibility")
     from .memory_plan import require_dense
 
-    require_dense(problem, "check_compatibility")  # D x D throughout: refuse early if no fit
+    require_dense(problem, "check_compatibility",  # D x D throughout: refuse early if no fit
+                  fits="no compatibility check is possible at this size (reconstruct's "
+                  "matrix-free path certifies a low-rank state from its factor)")
     npb = problem.to_numpy() if problem.is_torch else problem
     st = st.resolved(next(iter(npb.marginals.values())).dtype)
     if npb.batch_shape:

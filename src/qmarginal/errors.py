@@ -13,7 +13,7 @@ Every error the library raises on purpose derives from :class:`QMarginalError`:
 from __future__ import annotations
 
 __all__ = ["QMarginalError", "MarginalError", "IncompatibleMarginalsError", "NotCertifiedError",
-           "InsufficientMemoryError"]
+           "InsufficientMemoryError", "OutputPathError"]
 
 
 class QMarginalError(Exception):
@@ -82,3 +82,19 @@ class InsufficientMemoryError(MarginalError):
         super().__init__(message)
         self.needed = int(needed)
         self.available = int(available)
+
+
+class OutputPathError(MarginalError):
+    """An output file that cannot or may not be written (exit status 2).
+
+    Raised before any work when the path is an input, a folder, an existing file that may not be
+    replaced, or in a missing or read-only folder; and when writing fails (disk full, file-size
+    limit), in which case the previous file under that name is left intact.
+
+    Attributes:
+        path: the output path.
+    """
+
+    def __init__(self, message: str, *, path=None):
+        super().__init__(message)
+        self.path = path

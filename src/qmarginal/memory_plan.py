@@ -19,12 +19,16 @@ would fit). The budget is ``memory_budget`` (bytes) when given, else
 from __future__ import annotations
 
 import math
-import os
+
+from typing import TYPE_CHECKING
 
 from .errors import InsufficientMemoryError
-from .problem import MarginalProblem
+from .system_memory import AVAILABLE_FRACTION, available_bytes, budget_bytes, format_bytes as _gib
 
-__all__ = ["available_bytes", "dense_peak_bytes", "factored_peak_bytes", "route", "require_dense",
+if TYPE_CHECKING:  # annotations only: the file reader uses this module, the problem imports it
+    from .problem import MarginalProblem
+
+__all__ = ["memory_summary", "budget_bytes", "available_bytes", "dense_peak_bytes", "factored_peak_bytes", "route", "require_dense",
            "purity_rank_bound", "DENSE_BYTES_PER_ENTRY", "AVAILABLE_FRACTION",
            "MATRIX_FREE_FIRST_MIN_DIM", "MATRIX_FREE_FIRST_MAXITER", "MATRIX_FREE_FIRST_MAX_RANK",
            "MATRIX_FREE_FIRST_SECONDS"]
@@ -33,8 +37,6 @@ __all__ = ["available_bytes", "dense_peak_bytes", "factored_peak_bytes", "route"
 #: matrices' worth: 53 measured at N = 10, k = 9, rank D/2, and the index tensors grow with
 #: the number of subsets).
 DENSE_BYTES_PER_ENTRY = 64 * 16
-#: the share of the available memory a solve may plan to use.
-AVAILABLE_FRACTION = 0.8
 #: from this D on, path="auto" tries the matrix-free path first (a short attempt, see
 #: ``MATRIX_FREE_FIRST_MAXITER`` and ``MATRIX_FREE_FIRST_SECONDS``) where the dense path would
 #: also fit: pure targets from 2-body marginals at N = 10 took 5.7 s dense (the convex path,
@@ -48,22 +50,6 @@ MATRIX_FREE_FIRST_MAXITER = 2000
 MATRIX_FREE_FIRST_MAX_RANK = 16
 #: wall-clock cap of that attempt (seconds; a quarter of ``time_limit`` when that is smaller).
 MATRIX_FREE_FIRST_SECONDS = 30.0
-
-
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else the free physical pages; None if
-    neither can be read."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def dense_peak_bytes(D: int, batch: int = 1) -> int:
@@ -99,33 +85,27 @@ def purity_rank_bound(problem: MarginalProblem) -> int:
     return best
 
 
-def _gib(b: int | None) -> str:
-    if b is None:
-        return "unknown"
-    return f"{b / 2**30:.3g} GiB" if b >= 2**28 else f"{b / 2**20:.3g} MiB"
-
-
-def _budget(memory_budget: int | None) -> tuple[int | None, int | None]:
-    """(the budget in bytes or None for no limit, the available bytes or None)."""
-    avail = available_bytes()
-    if memory_budget is not None:
-        return memory_budget, avail
-    return (None if avail is None else int(AVAILABLE_FRACTION * avail)), avail
-
-
-def require_dense(problem: MarginalProblem, what: str, memory_budget: int | None = None):
+def require_dense(problem: MarginalProblem, what: str, memory_budget: int | None = None, *,
+                  bytes_per_entry: int = DENSE_BYTES_PER_ENTRY, fits: str = "") -> int:
     """Raise :class:`~qmarginal.InsufficientMemoryError` when ``what`` (which needs D x D
-    matrices) cannot fit; return the planned bytes otherwise."""
+    matrices, ``bytes_per_entry`` bytes per entry at its peak) cannot fit; return the planned
+    bytes otherwise.
+
+    Args:
+        fits: what would fit instead, for the message (default: the matrix-free path).
+    """
     D = math.prod(problem.dims)
     batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
-    budget, _ = _budget(memory_budget)
-    need = dense_peak_bytes(D, 1)  # batches are checked one element at a time
+    budget, _ = budget_bytes(memory_budget)
+    need = D * D * int(bytes_per_entry)  # batches are checked one element at a time
     if budget is not None and need > budget:
+        largest = math.isqrt(budget // int(bytes_per_entry))
         raise InsufficientMemoryError(
             f"{what} needs D x D matrices: about {_gib(need)} at D = {D}"
             + (f" (per element of the batch of {batch})" if batch > 1 else "")
-            + f", above the budget {_gib(budget)}; no compatibility check is possible at this "
-            "size (reconstruct's matrix-free path certifies a state from its factor)",
+            + f", above the budget {_gib(budget)} (D up to about {largest} fits); "
+            + (fits or "reconstruct's matrix-free path (method 'exact') certifies a low-rank "
+               "state from its factor"),
             needed=need, available=budget)
     return need
 
@@ -148,7 +128,7 @@ def route(problem: MarginalProblem, path: str = "auto", rank: int | None = None,
     """
     D = math.prod(problem.dims)
     batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
-    budget, avail = _budget(memory_budget)
+    budget, avail = budget_bytes(memory_budget)
     single = not problem.batch_shape  # the matrix-free path takes one unbatched problem
     r = rank or (purity_rank_bound(problem) if single else 1)
     dense = dense_peak_bytes(D, batch)
@@ -184,3 +164,27 @@ def route(problem: MarginalProblem, path: str = "auto", rank: int | None = None,
         + (f", a batch of {batch}" if batch > 1 else "") + f"), above the {where}; {alt}"
         + ("" if fits_factored else "; a smaller problem (fewer sites) is needed"),
         needed=dense, available=budget or 0)
+
+
+def memory_summary(problem: MarginalProblem, memory_budget: int | None = None) -> dict:
+    """What each path would need for ``problem``, beside the budget (``qmarginal info``).
+
+    Returns:
+        {"dense_bytes", "matrix_free_rank", "matrix_free_bytes", "budget_bytes",
+        "available_bytes", "fits": [paths that fit], "*_text": the same in words}.
+    """
+    D = math.prod(problem.dims)
+    batch = math.prod(problem.batch_shape) if problem.batch_shape else 1
+    budget, avail = budget_bytes(memory_budget)
+    r = purity_rank_bound(problem) if not problem.batch_shape else 1
+    dense = dense_peak_bytes(D, 1)
+    factored = factored_peak_bytes(D, r, [s.shape[-1] for s in problem.marginals.values()])
+    fits = [name for name, need in (("dense", dense), ("matrix_free", factored))
+            if budget is None or need <= budget]
+    return {
+        "dense_bytes": dense, "matrix_free_rank": r, "matrix_free_bytes": factored,
+        "budget_bytes": budget, "available_bytes": avail, "batch": batch, "fits": fits,
+        "dense_text": f"dense paths ~{_gib(dense)} per problem",
+        "matrix_free_text": f"matrix-free path at rank {r} ~{_gib(factored)}",
+        "budget_text": f"budget {_gib(budget)} ({'fits: ' + ', '.join(fits) if fits else 'neither fits'})",
+    }

@@ -10,9 +10,7 @@ object then holds a batch of problems of the same structure, solved together.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,8 +26,6 @@ from .partial_trace import partial_trace, resolve
 
 __all__ = ["MarginalProblem", "Tolerances"]
 
-_FORMAT = "qmarginal.problem"
-_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +44,13 @@ class Tolerances:
     trace: float = 1e-10
     psd: float = 1e-10
     overlap: float = 1e-9
+
+    def __post_init__(self):
+        for name in ("hermitian", "trace", "psd", "overlap"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(v) or v <= 0:
+                raise MarginalError(f"tolerance {name} must be a finite number > 0, got {v!r}")
 
     @classmethod
     def for_dtype(cls, dtype) -> "Tolerances":
@@ -127,6 +130,8 @@ class MarginalProblem:
         self.tolerances = tol
         if validate:
             self.validate()
+        else:  # shapes and finite entries are checked always: nothing downstream guards them
+            self.check_structure()
 
     @staticmethod
     def _as_matrix(sigma, J):
@@ -231,20 +236,16 @@ class MarginalProblem:
                                validate=False)
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Check every marginal and every overlap; raise on the first problem found.
+    def check_structure(self) -> None:
+        """Check the shapes and entries every computation relies on, even without validation.
 
-        Checks, in order, for each marginal J: its shape is (d_J, d_J) after a batch shape
-        common to all marginals; entries are finite; it is Hermitian, has trace 1 and is PSD
-        within :attr:`tolerances`. Then for every pair J, K with common sites I:
-        ||tr_{J minus I} sigma_J - tr_{K minus I} sigma_K||_F <= tolerances.overlap.
+        Each marginal J is (d_J, d_J) after a batch shape common to all marginals, and its
+        entries are finite.
 
         Raises:
-            MarginalError: naming the marginal (its subset), the batch index and the value.
+            MarginalError: naming the marginal (its subset), the shape or the entry.
         """
-        tol = self.tolerances
         batch = None
-        arrays = {}
         for J, sigma in self.marginals.items():
             dJ = subset_dim(J, self.dims)
             shape = tuple(sigma.shape)
@@ -259,12 +260,32 @@ class MarginalProblem:
                 raise MarginalError(
                     f"marginal on sites {J} has batch shape {shape[:-2]}, others have {batch}"
                 )
+            if B.isfinite_all(sigma):
+                continue
             a = B.to_numpy(sigma)
             bad = _first_bad(~np.isfinite(a))
             if bad is not None:
                 raise MarginalError(
                     f"marginal on sites {J} has a non-finite entry {a[bad]} at index {bad}"
                 )
+
+    def validate(self) -> None:
+        """Check every marginal and every overlap; raise on the first problem found.
+
+        Checks, in order, for each marginal J: its shape is (d_J, d_J) after a batch shape
+        common to all marginals; entries are finite; it is Hermitian, has trace 1 and is PSD
+        within :attr:`tolerances`. Then for every pair J, K with common sites I:
+        ||tr_{J minus I} sigma_J - tr_{K minus I} sigma_K||_F <= tolerances.overlap.
+
+        Raises:
+            MarginalError: naming the marginal (its subset), the batch index and the value.
+        """
+        tol = self.tolerances
+        self.check_structure()
+        arrays = {}
+        for J, sigma in self.marginals.items():
+            dJ = subset_dim(J, self.dims)
+            a = B.to_numpy(sigma)
             herm = np.abs(a - np.conj(np.swapaxes(a, -1, -2))).max(axis=(-1, -2))
             bad = _first_bad(herm > tol.hermitian)
             if bad is not None:
@@ -328,83 +349,39 @@ class MarginalProblem:
         return np.max(np.stack(devs), axis=0)
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | Path) -> Path:
-        """Write to ``.npz`` or ``.json`` (chosen by the suffix).
+    def save(self, path: str | Path, *, description: str | None = None) -> Path:
+        """Write to ``.npz`` or ``.json`` (chosen by the suffix), atomically.
 
-        JSON layout: {"format": "qmarginal.problem", "version": 1, "dims": [...],
-        "marginals": [{"sites": [...], "real": nested lists, "imag": nested lists}, ...]}.
+        The layouts are documented in :mod:`qmarginal.problem_file`; ``description`` is stored
+        as free text.
+
+        Raises:
+            MarginalError: an unknown suffix. OutputPathError: the file cannot be written (a
+                previous file under that name is left intact).
         """
-        path = Path(path)
+        from .problem_file import write_problem_file
+
         items = [(J, B.to_numpy(s)) for J, s in self.marginals.items()]
-        if path.suffix == ".json":
-            doc = {
-                "format": _FORMAT,
-                "version": _VERSION,
-                "dims": list(self.dims),
-                "marginals": [{"sites": list(J), "real": a.real.tolist(), "imag": a.imag.tolist()}
-                              for J, a in items],
-            }
-            path.write_text(json.dumps(doc))
-        elif path.suffix == ".npz":
-            arrays = {"format": np.array(_FORMAT), "version": np.array(_VERSION),
-                      "dims": np.array(self.dims, dtype=np.int64)}
-            for i, (J, a) in enumerate(items):
-                arrays[f"sites_{i}"] = np.array(J, dtype=np.int64)
-                arrays[f"sigma_{i}"] = a
-            np.savez_compressed(path, **arrays)
-        else:
-            raise MarginalError(f"unknown problem file type {path.suffix!r}: use .npz or .json")
-        return path
+        return write_problem_file(path, self.dims, items, description)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "MarginalProblem":
-        """Read a problem written by :meth:`save` (never unpickles) and validate it.
+        """Read a problem written by :meth:`save` (strictly; never unpickles) and validate it.
+
+        Args:
+            **kwargs: passed to the constructor (``validate=False``, ``tolerances=...``).
 
         Raises:
-            MarginalError: unreadable or malformed file, or invalid marginals.
+            MarginalError: missing, unreadable or malformed file, or invalid marginals (one
+                line naming the file, the marginal and the value).
         """
-        path = Path(path)
-        if not path.exists():
-            raise MarginalError(f"problem file {path} does not exist")
-        if path.suffix == ".json":
-            try:
-                doc = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise MarginalError(f"{path}: not valid JSON ({exc})") from exc
-            if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-                raise MarginalError(f"{path}: not a qmarginal problem file (format field missing)")
-            try:
-                dims = doc["dims"]
-                subsets, arrays = [], []
-                for i, m in enumerate(doc["marginals"]):
-                    subsets.append(tuple(m["sites"]))
-                    re_, im_ = np.asarray(m["real"], dtype=float), np.asarray(m["imag"], dtype=float)
-                    if re_.shape != im_.shape:
-                        raise MarginalError(
-                            f"{path}: marginal {i} on sites {tuple(m['sites'])}: real part has shape "
-                            f"{re_.shape}, imaginary part {im_.shape}"
-                        )
-                    arrays.append(re_ + 1j * im_)
-            except (KeyError, TypeError, ValueError) as exc:
-                if isinstance(exc, MarginalError):
-                    raise
-                raise MarginalError(f"{path}: malformed problem file ({exc!r})") from exc
-        elif path.suffix == ".npz":
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    if "format" not in z.files or str(z["format"]) != _FORMAT:
-                        raise MarginalError(f"{path}: not a qmarginal problem file")
-                    dims = [int(v) for v in z["dims"]]
-                    count = sum(1 for f in z.files if f.startswith("sites_"))
-                    subsets = [tuple(int(v) for v in z[f"sites_{i}"]) for i in range(count)]
-                    arrays = [z[f"sigma_{i}"] for i in range(count)]
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-                if isinstance(exc, MarginalError):
-                    raise
-                raise MarginalError(f"{path}: unreadable problem file ({exc})") from exc
-        else:
-            raise MarginalError(f"unknown problem file type {path.suffix!r}: use .npz or .json")
-        return cls.from_arrays(subsets, arrays, dims, **kwargs)
+        from .problem_file import read_problem_file
+
+        subsets, arrays, dims = read_problem_file(path)
+        try:
+            return cls.from_arrays(subsets, arrays, dims, **kwargs)
+        except MarginalError as exc:
+            raise MarginalError(f"{path}: {exc}") from exc
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:

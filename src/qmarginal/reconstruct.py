@@ -242,6 +242,10 @@ def _reconstruct(problem: MarginalProblem, spec, st, x0, least_squares: bool,
 
         mf_rank = st.rank or (None if problem.batch_shape else purity_rank_bound(problem))
         path_taken = route(problem, st.path, mf_rank, st.memory_budget)
+    elif spec.dense_bytes is not None:
+        from .memory_plan import require_dense
+
+        require_dense(problem, f"method {spec.name!r}", bytes_per_entry=spec.dense_bytes)
     spec.solver()  # import the method's module (and its libraries) before the clock starts
     t0 = time.perf_counter()
     in_dtype = next(iter(problem.marginals.values())).dtype

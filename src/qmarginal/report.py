@@ -120,11 +120,25 @@ class Report:
         rows += [(f"info: {k}", str(v)) for k, v in self.info.items()]
         return rows
 
-    def table(self) -> str:
-        """The report as aligned text, one quantity per line."""
+    #: the rows of the short table (:meth:`table` with ``full=False``), by position in rows()
+    SHORT_ROWS = ("verdict", "method", "certified", "min eigenvalue", "max marginal deviation",
+                  "mean marginal fidelity", "mean marginal trace distance", "iterations",
+                  "wall time (s)", "info: path", "info: route", "info: least_squares",
+                  "info: auto_reason")
+
+    def table(self, full: bool = True, width: int = 100) -> str:
+        """The report as aligned text, one quantity per line, the verdict first.
+
+        Args:
+            full: every row (settings and solver info too); False: the main quantities only.
+            width: values longer than this are cut (``to_dict`` holds them whole).
+        """
         rows = self.rows()
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        if not full:
+            rows = [(k, v) for k, v in rows if k.startswith(self.SHORT_ROWS)]
+        rows = [(k, v if len(v) <= width else v[:width - 3] + "...") for k, v in rows]
+        pad = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{pad}}  {v}" for k, v in rows)
 
     def to_dict(self) -> dict:
         """The report as JSON-ready Python values (arrays become lists)."""

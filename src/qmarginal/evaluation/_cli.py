@@ -84,6 +84,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise MarginalError(f"unknown method(s) {bad}; choose from {_METHODS}")
     if args.samples < 1:
         raise MarginalError("--samples must be >= 1")
+    from ..files import check_output
+
+    check_output(args.output, what="-o")  # before the evaluation, which can take hours
     rows = evaluate(args.cases, args.ranks, samples=args.samples, methods=methods,
                     models_dir=args.models, model2=args.model2, seed=args.seed,
                     time_limit=args.time_limit or None, published=load_fidelity(args.reference),
@@ -98,12 +101,16 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import compare_rows, format_comparison
     from .published import load_fidelity
 
+    from ..files import atomic_write, check_output
+
+    if args.output:
+        check_output(args.output, inputs=args.results, what="-o")
     rows = compare_rows(_read_results(args.results), load_fidelity(args.reference))
     print(format_comparison(rows))
     if args.output:
         import csv
 
-        with open(args.output, "w", newline="") as f:
+        with atomic_write(args.output, "w", newline="") as f:
             cols = list(rows[0]) if rows else ["case", "method", "rank", "verdict"]
             w = csv.DictWriter(f, fieldnames=cols)
             w.writeheader()

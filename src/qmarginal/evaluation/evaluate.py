@@ -306,9 +306,12 @@ def format_row(row: dict) -> str:
 
 
 def write_csv(rows: list[dict], path) -> None:
-    """Write rows with :data:`COLUMNS` then :data:`EXTRA_COLUMNS` (NaN as an empty cell)."""
+    """Write rows with :data:`COLUMNS` then :data:`EXTRA_COLUMNS` (NaN as an empty cell),
+    atomically."""
     import csv
     from pathlib import Path
+
+    from ..files import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,7 +324,7 @@ def write_csv(rows: list[dict], path) -> None:
             return f"{v:.6g}"
         return v
 
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:

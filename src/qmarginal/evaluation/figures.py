@@ -163,6 +163,7 @@ def make_figures(ours: list[dict], output, *, published: list[dict] | None = Non
     Returns the paths written.
     """
     plt = _plt()
+    from ..files import atomic_write
     from .published import load_fidelity, load_runtimes
 
     published = load_fidelity() if published is None else published
@@ -187,7 +188,8 @@ def make_figures(ours: list[dict], output, *, published: list[dict] | None = Non
             continue
         for fmt in formats:
             p = out / f"{name}.{fmt}"
-            fig.savefig(p, dpi=130)
+            with atomic_write(p, "wb") as f:
+                fig.savefig(f, dpi=130, format=fmt)
             written.append(p)
         plt.close(fig)
     return written

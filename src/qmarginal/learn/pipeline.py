@@ -34,9 +34,21 @@ def trained_seed_state(card: dict | None) -> str | None:
 
 def resolve_model(problem: MarginalProblem, model=None, models_dir=None):
     """The network for ``problem``: a given module, a weights path, or the shipped model found
-    by :func:`qmarginal.learn.weights.find_model`. Returns (module, description); the
-    description's "trained_seed_state" is the seed from the model's card (a module loaded by
-    :func:`~qmarginal.learn.weights.load_weights` carries its card as ``module.card``)."""
+    by :func:`qmarginal.learn.weights.find_model`.
+
+    A path is checked by :func:`~qmarginal.learn.weights.load_weights` (card schema, header
+    against the architecture, SHA-256) and its card must be for the problem's N and for k' >= the
+    problem's k, the same rule :func:`~qmarginal.learn.weights.find_model` applies.
+
+    Returns:
+        (module, description); the description's "trained_seed_state" is the seed from the
+        model's card (a module loaded by :func:`~qmarginal.learn.weights.load_weights` carries
+        its card as ``module.card``).
+
+    Raises:
+        MarginalError: no usable model (``NoModelError``), a bad card or weights file
+            (``ModelCardError``), a model for another N or a smaller k.
+    """
     from .weights import find_model, load_weights
 
     if isinstance(model, torch.nn.Module):
@@ -53,10 +65,11 @@ def resolve_model(problem: MarginalProblem, model=None, models_dir=None):
         raise MarginalError(f"model must be None, a path or a torch Module, got "
                             f"{type(model).__name__}")
     net, card = load_weights(path)
-    if card.get("n_qubits") not in (None, n):
-        raise MarginalError(f"model {path} was trained for N = {card.get('n_qubits')}, "
-                            f"the problem has N = {n}")
-    return net, {"model": str(path), "trained_on": f"N{card.get('n_qubits')}k{card.get('k')}",
+    if card["n_qubits"] != n or card["k"] < k:
+        raise MarginalError(f"model {path} was trained for N = {card['n_qubits']}, "
+                            f"k = {card['k']}; the problem has N = {n}, k = {k} (a model serves "
+                            f"its own N and k up to its own)")
+    return net, {"model": str(path), "trained_on": f"N{card['n_qubits']}k{card['k']}",
                  "samples_seen": card.get("samples_seen"),
                  "trained_seed_state": trained_seed_state(card)}
 

@@ -153,6 +153,10 @@ class MethodSpec:
         extra: the pip extra its dependencies come from (named in errors), or None.
         summary: one line for listings.
         aliases: old option names still accepted (with a DeprecationWarning): {old: new}.
+        dense_bytes: planned peak bytes per entry of a D x D matrix for a method that always
+            works with D x D matrices (checked by ``reconstruct`` before anything is allocated,
+            :func:`qmarginal.memory_plan.require_dense`); None for a method that plans its own
+            memory (exact, auto: :func:`qmarginal.memory_plan.route`).
     """
 
     name: str
@@ -165,6 +169,7 @@ class MethodSpec:
     extra: str | None = None
     summary: str = ""
     aliases: dict = field(default_factory=dict)
+    dense_bytes: int | None = None
 
     def __post_init__(self):
         if self.library not in ("numpy", "torch", "any"):
@@ -269,18 +274,20 @@ for _spec in [
     MethodSpec("sdp", f"{_S}.sdp:solve", f"{_S}.sdp:SDPSettings", certifies=True,
                library="numpy", batched=False, warm_start=True, extra="sdp",
                summary="the paper's SDP through CVXPY, polished by the exact solver",
-               aliases={"max_iters": "maxiter"}),
+               aliases={"max_iters": "maxiter"}, dense_bytes=16384),
     MethodSpec("maxent", f"{_S}.maxent:solve", f"{_S}.maxent:MaxEntSettings", certifies=True,
                library="numpy", batched=False,
                summary="the maximum-entropy state (a Gibbs state on the given subsets)",
-               aliases={"tol": "marginal_tol", "max_iter": "maxiter"}),
+               aliases={"tol": "marginal_tol", "max_iter": "maxiter"}, dense_bytes=512),
     MethodSpec("mio", f"{_S}.mio:solve", f"{_S}.mio:MIOSettings", certifies=False,
-               summary="the paper's MIO of a seed (Eq. (5)); not a state in general"),
+               summary="the paper's MIO of a seed (Eq. (5)); not a state in general",
+               dense_bytes=128),
     MethodSpec("cdae", f"{_S}.cdae:solve", f"{_S}.cdae:CDAESettings", certifies=False,
-               library="torch", extra="torch", summary="the paper's pipeline: MIO, then the CDAE"),
+               library="torch", extra="torch", summary="the paper's pipeline: MIO, then the CDAE",
+               dense_bytes=256),
     MethodSpec("cdae+mio", f"{_S}.cdae:solve_then_mio", f"{_S}.cdae:CDAESettings",
                certifies=False, library="torch", extra="torch",
-               summary="MIO, the CDAE, then the MIO again (the paper's Fig. 4)"),
+               summary="MIO, the CDAE, then the MIO again (the paper's Fig. 4)", dense_bytes=256),
 ]:
     register_method(_spec)
 del _spec

@@ -3,8 +3,11 @@
 Path "cdae->exact": for N >= 3 qubits with a trained model for N (see
 :func:`qmarginal.learn.weights.find_model`), the MIO of the model's seed is passed through the
 CDAE and its output is the warm start ``x0`` of :func:`qmarginal.solvers.exact.solve`.
-Path "fallback:<reason>": otherwise (qudits, N < 3, no model for N, torch or the model cannot
-be loaded) the exact solver runs from its default seed, the MIO of the maximally mixed state.
+Path "fallback:<reason>": otherwise (qudits, N < 3, no valid model for N, torch missing, the
+model refused on load or failing) the exact solver runs from its default seed, the MIO of the
+maximally mixed state; ``info["auto_reason"]`` holds the reason alone (a card that
+:func:`~qmarginal.learn.weights.find_model` skipped is named there with why, besides its
+warning). Only an explicit ``model=`` that cannot be used raises.
 A certifying method: the exact solver's result is certified by ``reconstruct`` in both paths,
 so "auto" succeeds whenever "exact" does, and raises as "exact" does otherwise.
 """
@@ -17,8 +20,8 @@ from typing import Any
 
 from ..errors import MarginalError
 from ..problem import MarginalProblem
-from ._api import SolverOutput
 from . import exact
+from ._api import SolverOutput
 
 __all__ = ["AutoSettings", "solve"]
 
@@ -44,24 +47,39 @@ class AutoSettings(exact.ExactSettings):
         return exact.ExactSettings(**{n: getattr(self, n) for n in names})
 
 
+def _no_model_reason(problem: MarginalProblem, st: AutoSettings, exc: MarginalError) -> str:
+    reason = f"no model for N={problem.n_sites} in {st.models_dir or 'qmarginal/models'}"
+    skipped = getattr(exc, "skipped", ())
+    if skipped:
+        reason += "; skipped unusable card(s): " + "; ".join(
+            f"{path.name} ({why if len(why) <= 200 else why[:197] + '...'})"
+            for path, why in skipped)
+    return reason
+
+
 def _cdae_start(problem: MarginalProblem, st: AutoSettings):
-    """(state, info) of the CDAE, or (None, reason) when no model fits the problem."""
+    """(state, info) of the CDAE, or (None, reason) when no model fits the problem.
+
+    With ``st.model`` None, any failure (no valid card, a card or weights file refused on
+    load, torch missing, an error in the network) is a reason to fall back, never an error: the
+    exact solver runs either way and certifies its own result. An explicit ``st.model`` that
+    cannot be used raises.
+    """
     if any(d != 2 for d in problem.dims):
         return None, f"qudits (dims {tuple(problem.dims)}): the CDAE is trained on qubits"
     if problem.n_sites < 3:
         return None, f"N = {problem.n_sites} < 3: no CDAE for fewer than 3 qubits"
-    if st.model is None:
-        try:
-            from ..learn.weights import find_model
-            find_model(problem.n_sites, max(len(J) for J in problem.subsets), st.models_dir)
-        except ImportError as e:
-            return None, f"torch/safetensors missing ({e})"
-        except MarginalError:
-            return None, (f"no model for N={problem.n_sites} in "
-                          f"{st.models_dir or 'qmarginal/models'}")
+    model = st.model
     try:
+        if model is None:
+            from ..learn.weights import find_model
+            try:
+                model = find_model(problem.n_sites, max(len(J) for J in problem.subsets),
+                                   st.models_dir)
+            except MarginalError as e:
+                return None, _no_model_reason(problem, st, e)
         from ..learn.pipeline import cdae_states
-        state, info = cdae_states(problem, model=st.model, models_dir=st.models_dir,
+        state, info = cdae_states(problem, model=model, models_dir=st.models_dir,
                                   seed=st.cdae_seed)
     except ImportError as e:
         return None, f"torch/safetensors missing ({e})"
@@ -69,6 +87,10 @@ def _cdae_start(problem: MarginalProblem, st: AutoSettings):
         if st.model is not None:
             raise  # the user asked for this model: say why it does not fit
         return None, f"model unusable: {e}"
+    except Exception as e:  # a warm start is optional: the exact solver runs regardless
+        if st.model is not None:
+            raise
+        return None, f"model unusable: {type(e).__name__}: {e}"
     return state, info
 
 
@@ -78,8 +100,9 @@ def solve(problem: MarginalProblem, settings: AutoSettings | None = None, *,
 
     Returns:
         :class:`~qmarginal.solvers._api.SolverOutput` of the exact solver; ``info`` adds
-        "auto_path" ("cdae->exact" or "fallback:<reason>"), "cdae_time_s", "cdae" (the model's
-        description), "exact_path", "exact_iterations", "exact_time_s".
+        "auto_path" ("cdae->exact" or "fallback:<reason>"), "auto_reason" (the reason of a
+        fallback, None on the cdae path), "cdae_time_s", "cdae" (the model's description),
+        "exact_path", "exact_iterations", "exact_time_s".
 
     Raises:
         MarginalError: as :func:`qmarginal.solvers.exact.solve`; an explicit ``model`` that
@@ -99,6 +122,7 @@ def solve(problem: MarginalProblem, settings: AutoSettings | None = None, *,
     out = exact.solve(problem, st.exact_settings(), x0=start)
     info = dict(out.info)
     info.update(auto_path="cdae->exact" if start is not None else f"fallback:{cinfo}",
+                auto_reason=None if start is not None else cinfo,
                 cdae_time_s=t_cdae if start is not None else 0.0,
                 cdae=cinfo if start is not None else None,
                 exact_path=out.info.get("path"), exact_iterations=out.iterations,
