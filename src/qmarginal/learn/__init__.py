@@ -22,6 +22,8 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "save_weights": "weights", "load_weights": "weights", "find_model": "weights",
+    "verify_weights": "weights", "read_card": "weights", "validate_card": "weights",
+    "ModelCardError": "weights", "ModelCardWarning": "weights", "NoModelError": "weights",
     "solve_cdae": "pipeline", "solve_cdae_mio": "pipeline",
 }
 
