@@ -24,6 +24,8 @@ from .mio import impose
 from .partial_trace import embed, partial_trace
 from .problem import MarginalProblem, Tolerances
 from .reconstruct import reconstruct
+from .uniqueness import (UniquenessCertificate, UniquenessResult, UniquenessSettings,
+                         check_uniqueness)
 from .report import Reconstruction, Report
 from .states import (
     bures_state,
@@ -71,4 +73,8 @@ __all__ = [
     "CompatibilityResult",
     "CompatibilitySettings",
     "Certificate",
+    "check_uniqueness",
+    "UniquenessResult",
+    "UniquenessCertificate",
+    "UniquenessSettings",
 ]

@@ -22,7 +22,7 @@ import argparse
 from ._cli_core import add_atol, add_reporting, emit, load_problem, say
 
 #: exit status by outcome
-EXIT_OK, EXIT_INCOMPATIBLE, EXIT_USAGE, EXIT_NOT_CERTIFIED = 0, 1, 2, 3
+EXIT_OK, EXIT_INCOMPATIBLE, EXIT_USAGE, EXIT_NOT_CERTIFIED, EXIT_NOT_UNIQUE = 0, 1, 2, 3, 4
 
 _FLAG_OPTIONS = [("seed_state", "seed_state"), ("form", "form"), ("solver", "solver"),
                  ("eps", "eps"), ("maxiter", "maxiter"), ("time_limit", "time_limit"),
@@ -70,6 +70,10 @@ def add_commands(sub) -> None:
     p.add_argument("--form", default=None, help="sdp: sparse (default) or paper")
     p.add_argument("--solver", default=None, help="sdp: SCS (default), CLARABEL or MOSEK")
     p.add_argument("--eps", type=float, default=None, help="sdp: the SDP solver's tolerance")
+    p.add_argument("--rank", type=int, default=None,
+                   help="a certified state of rank <= RANK (1: pure), from random restarts; "
+                        "exit 1 where a necessary condition proves none exists, 3 where none "
+                        "was found (not a proof)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="any other method option (value parsed as int, float, bool or string)")
     p.set_defaults(handler=_reconstruct)
@@ -93,6 +97,10 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="write the nearest compatible marginals' state and certificate (.npz; "
                         "checked before the check runs, written atomically)")
+    p.add_argument("--unique", action="store_true",
+                   help="also decide whether the state is the only one: 'unique' with a "
+                        "verified certificate (exit 0), 'not unique' with two states (exit 4), "
+                        "'undetermined' (exit 3)")
     p.set_defaults(handler=_check)
 
 
@@ -171,8 +179,15 @@ def _reconstruct(args: argparse.Namespace) -> int:
         k, v = item.split("=", 1)
         options[k.strip().replace("-", "_")] = _parse_value(v.strip())
     with elapsed(f"reconstruct ({args.method})", not (args.quiet or args.json)):
-        result = reconstruct(problem, args.method, least_squares=args.least_squares,
-                             strict=False, **options)
+        if args.rank is not None:
+            try:
+                result = reconstruct(problem, args.method, rank=args.rank, strict=False,
+                                     **options)
+            except IncompatibleMarginalsError as exc:  # a necessary condition fails
+                raise IncompatibleMarginalsError(str(exc)) from None
+        else:
+            result = reconstruct(problem, args.method, least_squares=args.least_squares,
+                                 strict=False, **options)
     report = result.report
     certified = np.asarray(report.certified, dtype=bool).ravel()
     if not spec.certifies or certified.all():
@@ -225,10 +240,26 @@ def _check(args: argparse.Namespace) -> int:
             "undetermined": "undetermined (no certified state and no verified certificate)"}
     status = {"compatible": EXIT_OK, "incompatible": EXIT_INCOMPATIBLE}.get(res.status,
                                                                               EXIT_NOT_CERTIFIED)
+    uniq = None
+    if args.unique and res.status == "compatible":
+        from .uniqueness import check_uniqueness
+
+        with elapsed("check --unique", not (args.quiet or args.json)):
+            uniq = check_uniqueness(problem, res.state)
+        status = {"unique": EXIT_OK, "not unique": EXIT_NOT_UNIQUE}.get(uniq.status,
+                                                                       EXIT_NOT_CERTIFIED)
     written = []
     if out is not None:
         arrays = {"state": res.state, "residual_norm": np.array(res.residual_norm),
                   "status": np.array(res.status)}
+        if uniq is not None:  # the uniqueness answer: its certificate's w_J or the 2nd state
+            arrays["uniqueness"] = np.array(uniq.status)
+            if uniq.states:
+                arrays["second_state"] = uniq.states[1]
+            if uniq.certificate is not None:
+                for i, J in enumerate(problem.subsets):
+                    if J in uniq.certificate.w:
+                        arrays[f"unique_w_{i}"] = uniq.certificate.w[J]
         for i, (J, m) in enumerate(res.nearest_marginals.items()):
             arrays[f"sites_{i}"] = np.array(J, dtype=np.int64)
             arrays[f"nearest_{i}"] = m
@@ -238,7 +269,8 @@ def _check(args: argparse.Namespace) -> int:
             np.savez_compressed(f, **arrays)
         written = [str(out)]
     cert = res.certificate
-    emit(args, f"{args.problem}: {word[res.status]}", res.summary(),
+    verdict = f"{args.problem}: {word[res.status]}" + (f"; {uniq.status}" if uniq else "")
+    emit(args, verdict, res.summary() + ("\n" + uniq.summary() if uniq else ""),
          {"file": args.problem, "exit_status": status, "status": res.status,
           "residual_norm": float(res.residual_norm),
           "certificate": None if cert is None else {
@@ -246,7 +278,25 @@ def _check(args: argparse.Namespace) -> int:
               "gap": float(cert.gap), "margin": float(cert.margin),
               "w": {str(list(J)): {"real": np.real(w).tolist(), "imag": np.imag(w).tolist()}
                     for J, w in cert.w.items()}},
-          "summary": res.summary(), "written": written})
+          "summary": res.summary(), "written": written,
+          "uniqueness": None if uniq is None else _uniqueness_doc(uniq)})
     if written:
         say(args, f"wrote {out}")
     return status
+
+
+def _uniqueness_doc(u) -> dict:
+    import numpy as np
+
+    doc = {"status": u.status, "unique": u.unique, "distance": u.distance,
+           "info": {k: (v if isinstance(v, (int, float, str, type(None))) else str(v))
+                    for k, v in u.info.items()}}
+    c = u.certificate
+    if c is not None:
+        doc["certificate"] = {
+            "how": c.how, "support_dim": c.support_dim, "gap": c.gap, "ground": c.ground,
+            "energy": c.energy, "injectivity": c.injectivity, "margin": c.margin,
+            "radius": c.radius, "verified": c.verified,
+            "w": {str(list(J)): {"real": np.real(w).tolist(), "imag": np.imag(w).tolist()}
+                  for J, w in c.w.items()}}
+    return doc

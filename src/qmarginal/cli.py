@@ -10,6 +10,7 @@ is ``handler(args) -> int`` (the exit status). Every error is printed as one lin
   output that cannot or may not be written, a request that cannot fit in memory, a missing
   optional dependency, an operating-system error on a file (argparse's own usage errors too);
 - 3: not certified / undetermined (no certified state and no verified certificate);
+- 4: ``check --unique``: not unique (two certified states);
 - 130: interrupted (Ctrl-C); files being written are left as they were (atomic writes).
 """
 

@@ -156,7 +156,7 @@ def _incompatible(method: str, result, index: tuple) -> IncompatibleMarginalsErr
 
 def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=None, x0=None,
                 least_squares: bool = False, strict: bool | None = None, check: bool = True,
-                **options) -> Reconstruction:
+                rank: int | None = None, **options) -> Reconstruction:
     """Find a global state with the marginals of ``problem`` by the named method, certified.
 
     The contract. A state is *certified* when it is Hermitian with trace 1, lambda_min >=
@@ -192,6 +192,11 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
             did not certify (False: report them as not certified without deciding). The check
             has a time budget of its own, the method's ``time_limit``: a failing element can
             take up to about twice that.
+        rank: ask for a certified state of rank <= ``rank`` (1: the pure-state marginal
+            problem; "exact" and "auto" only): rho = V V^dagger with V of D x rank, from random
+            restarts on the matrix-free path (:mod:`qmarginal.rank_constrained`); raises
+            IncompatibleMarginalsError where a cheap necessary condition proves none exists
+            and NotCertifiedError where none was found (not a proof).
         **options: fields of the method's settings (an unknown one raises and lists the valid
             ones).
 
@@ -227,7 +232,33 @@ def reconstruct(problem: MarginalProblem, method: str = "exact", *, settings=Non
     spec = method_spec(method)
     st = spec.make_settings(settings, options)
     with thread_limits(getattr(st, "threads", None)):
+        if rank is not None:
+            return _reconstruct_rank(problem, spec, st, rank, x0, least_squares, strict)
         return _reconstruct(problem, spec, st, x0, least_squares, strict, check)
+
+
+def _reconstruct_rank(problem, spec, st, rank, x0, least_squares, strict) -> Reconstruction:
+    """``reconstruct(rank=r)``: :func:`qmarginal.rank_constrained.find_low_rank`."""
+    from .rank_constrained import RankSettings, find_low_rank
+    from .report import FactoredReconstruction
+
+    if spec.name not in ("exact", "auto"):
+        raise MarginalError(f"rank= is served by method 'exact' (and 'auto'), not {spec.name!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise MarginalError(f"rank must be an integer >= 1, got {rank!r}")
+    if x0 is not None or least_squares:
+        raise MarginalError("rank= takes no warm start x0 and no least_squares")
+    st = st.resolved(next(iter(problem.marginals.values())).dtype)
+    npb = problem.to_numpy() if problem.is_torch else problem
+    rst = RankSettings(rank=rank, maxiter=st.maxiter, time_limit=st.time_limit, seed=st.seed,
+                       eig_tol=st.eig_tol, marginal_tol=st.marginal_tol)
+    try:
+        state, report, _ = find_low_rank(npb, rst)
+    except NotCertifiedError as exc:
+        if strict is False:
+            return exc.reconstruction
+        raise
+    return FactoredReconstruction(state, report)
 
 
 def _reconstruct(problem: MarginalProblem, spec, st, x0, least_squares: bool,
